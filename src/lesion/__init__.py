@@ -1,0 +1,45 @@
+"""lesion: lesion (ablation) studies of PyTorch networks — exact, fast, reproducible, resumable.
+
+The public API lives here; everything else is private.
+
+>>> import lesion
+>>> from lesion.testing import toy_network, toy_data
+>>> model, data = toy_network(), toy_data()
+>>> [(layer.name, layer.n_units) for layer in lesion.layers(model)]
+[('hidden', 5), ('out', 4)]
+"""
+
+__version__ = "0.1.0"
+
+from lesion._errors import LesionError
+from lesion._lesion import INTACT, Lesion, lesioned, unit_means
+from lesion._sweep import sweep
+from lesion._units import Layer, layers, select
+from lesion.data import Dataset, Split, load_dataset
+from lesion.engine import Outcome, evaluate
+from lesion.models import build_model, load_model
+from lesion.plans import Plan, pairs, single
+from lesion.store import Run
+
+__all__ = [
+    "INTACT",
+    "Dataset",
+    "Layer",
+    "Lesion",
+    "LesionError",
+    "Outcome",
+    "Plan",
+    "Run",
+    "Split",
+    "build_model",
+    "evaluate",
+    "layers",
+    "lesioned",
+    "load_dataset",
+    "load_model",
+    "pairs",
+    "select",
+    "single",
+    "sweep",
+    "unit_means",
+]

@@ -1,0 +1,214 @@
+"""`sweep`: evaluate plans of lesions into a run directory, resumably."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lesion._errors import LesionError
+from lesion._lesion import INTACT, Lesion, check_lesion, unit_means
+from lesion._progress import progress_bar
+from lesion.data import Split
+from lesion.engine import default_k, eval_mode, evaluate, model_device, reference_outcomes
+from lesion.metrics import class_metrics
+from lesion.plans import Plan
+from lesion.store import FORMAT, Run, RunDB
+from lesion.store._db import versions
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 of the module structure and every parameter and buffer."""
+    h = hashlib.sha256(repr(model).encode())
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _means_fingerprint(means: Mapping[str, Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(means):
+        h.update(name.encode())
+        h.update(means[name].detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_fits(model: nn.Module, split: Split) -> int:
+    """Run two samples through ``model``; return its number of outputs, or raise a clear `LesionError`."""
+    x, _ = next(split.batches(2))
+    try:
+        with eval_mode(model), torch.inference_mode():
+            logits = model(x.to(model_device(model)))
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise LesionError(
+            f"dataset {split.name!r}: inputs of shape {tuple(split.input_shape)} do not fit the model ({first}); "
+            "check --data / the model's input size"
+        ) from None
+    if logits.dim() != 2 or logits.shape[1] != split.n_classes:
+        raise LesionError(
+            f"dataset {split.name!r} has {split.n_classes} classes but the model returns logits of shape "
+            f"{tuple(logits.shape)}; expected (B, {split.n_classes})"
+        )
+    return int(logits.shape[1])
+
+
+def sweep(
+    model: nn.Module,
+    split: Split,
+    plans: Plan | Sequence[Plan],
+    out: str | Path,
+    *,
+    model_name: str = "custom",
+    k: int | None = None,
+    batch_size: int = 256,
+    means: Mapping[str, Tensor] | None = None,
+    engine: str = "auto",
+    memory: int | None = None,
+    config: Mapping[str, Any] | None = None,
+    progress: bool = False,
+) -> Run:
+    """Evaluate every lesion of ``plans`` on ``split`` and store the outcomes in the run directory ``out``.
+
+    Running again into the same directory resumes: finished lesions are skipped, none is stored
+    twice, and new plans are added. A directory made with another model, dataset or config is refused.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Never modified: parameters and buffers are bit-identical afterwards.
+    split : Split
+        The evaluation split.
+    plans : Plan or sequence of Plan
+    out : path
+        The run directory (created if missing; must be empty or an earlier run of the same study).
+    model_name : str, default="custom"
+        Recorded in the run metadata.
+    k : int, optional
+        Top-k depth; default ``min(5, n_classes)``.
+    batch_size : int, default=256
+    means : mapping, optional
+        Unit means for ``mean`` lesions; default: computed on ``split`` itself.
+    engine : {"auto", "fast", "reference"}, default="auto"
+    memory : int, optional
+        Byte budget for the fast engine.
+    config : mapping, optional
+        Extra study configuration; part of the run's identity.
+    progress : bool, default=False
+        Show a progress bar.
+
+    Returns
+    -------
+    Run
+    """
+    plans = [plans] if isinstance(plans, Plan) else list(plans)
+    if not plans:
+        raise LesionError("plans: give at least one plan")
+    for plan in plans:
+        for lesion in plan:
+            check_lesion(model, lesion)
+    n_classes = check_fits(model, split)
+    k = default_k(n_classes) if k is None else k
+    if not 1 <= k <= n_classes:
+        raise LesionError(f"k must be in 1..{n_classes}, got {k}")
+    mean_layers = sorted({name for plan in plans for les in plan if les.method == "mean" for name in les.layers})
+    means_source = "given" if means is not None else "evaluation split"
+    if mean_layers and means is None:
+        with eval_mode(model):
+            means = unit_means(model, mean_layers, split.batches(batch_size))
+    run_config = {"k": k, "means": means_source, **(config or {})}
+    if means is not None and mean_layers:
+        run_config["means_sha256"] = _means_fingerprint({n: means[n] for n in mean_layers})
+    identity = {
+        "model": {"name": model_name, "sha256": model_fingerprint(model)},
+        "dataset": {
+            "name": split.name,
+            "sha256": split.fingerprint(),
+            "n": len(split),
+            "n_classes": n_classes,
+            "class_names": list(split.class_names),
+        },
+        "config": run_config,
+    }
+    db = RunDB(out, create=True)
+    try:
+        _claim(db, identity, split)
+        db.register("intact", [INTACT])
+        for plan in plans:
+            db.register(plan.name, plan.lesions)
+            with db.transaction() as con:
+                db.set_meta(con, f"plan:{plan.name}", plan.info)
+        _evaluate_pending(db, model, split, plans, k, batch_size, means, engine, memory, progress)
+    finally:
+        db.close()
+    return Run(out)
+
+
+def _claim(db: RunDB, identity: dict[str, Any], split: Split) -> None:
+    """Write the run's identity, or check that an existing run has the same one."""
+    if db.get_meta("format") is None:
+        with db.transaction() as con:
+            db.set_meta(con, "format", FORMAT)
+            for key, value in identity.items():
+                db.set_meta(con, key, value)
+            db.set_meta(con, "versions", versions())
+            db.set_meta(con, "created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+            db.put_array(con, "labels", split.labels.numpy().astype(np.int64))
+        return
+    for key, value in identity.items():
+        stored = db.get_meta(key)
+        if stored != value:
+            raise LesionError(
+                f"run directory {str(db.dir)!r} was made with a different {key}: stored {_short(stored)}, "
+                f"given {_short(value)}. Use a new --out for a different {key}."
+            )
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) < 160 else text[:157] + "..."
+
+
+def _evaluate_pending(
+    db: RunDB,
+    model: nn.Module,
+    split: Split,
+    plans: list[Plan],
+    k: int,
+    batch_size: int,
+    means: Mapping[str, Tensor] | None,
+    engine: str,
+    memory: int | None,
+    progress: bool,
+) -> None:
+    done = db.done_keys()
+    labels = split.labels.numpy()
+    n_classes = split.n_classes
+    if "intact" not in done:
+        (intact,) = reference_outcomes(model, split, [INTACT], k=k, batch_size=batch_size)
+        db.put_outcome("intact", intact.topk, intact.near_ties, class_metrics(intact.topk, labels, n_classes), None)
+    intact_topk = db.topk("intact")
+    seen: set[str] = set(done) | {"intact"}
+    pending: list[Lesion] = []
+    for plan in plans:
+        for lesion in plan:
+            if lesion.key not in seen:
+                seen.add(lesion.key)
+                pending.append(lesion)
+    if not pending:
+        return
+    with progress_bar(len(pending), "lesions", enabled=progress) as advance:
+        outcomes = evaluate(
+            model, split, pending, k=k, batch_size=batch_size, means=means, engine=engine, memory=memory
+        )
+        for outcome in outcomes:
+            metrics = class_metrics(outcome.topk, labels, n_classes, intact_topk)
+            db.put_outcome(outcome.lesion.key, outcome.topk, outcome.near_ties, metrics, intact_topk)
+            advance(1)

@@ -1,0 +1,1 @@
+"""The papers' studies as compositions of plans, engine, store, analyses and figures."""
