@@ -13,5 +13,5 @@ class LesionError(ValueError):
 def closest(word: str, choices: Iterable[str], n: int = 3) -> str:
     """Return a hint naming the closest valid choices, e.g. ``" (closest: 'fc1', 'fc2')"``."""
     choices = list(choices)
-    near = difflib.get_close_matches(word, choices, n=n, cutoff=0.0)
+    near = difflib.get_close_matches(word, choices, n=n, cutoff=0.4)
     return f" (closest: {', '.join(repr(c) for c in near)})" if near else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -60,17 +61,13 @@ def parse_bytes(text: str | None) -> int | None:
     return int(float(match.group(1)) * scale)
 
 
-def _fail(exc: LesionError) -> None:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False)
-    raise typer.Exit(2)
-
-
 def main() -> None:
     """Console entry point: library errors print one clear line and exit 2."""
     try:
         app()
     except LesionError as exc:
-        _fail(exc)
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
 
 
 @app.command()
@@ -159,7 +156,7 @@ def export(
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory for the demo study.")] = Path("runs/demo"),
     seed: Annotated[int, typer.Option(help="Seed of the network's initialisation and training order.")] = 0,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 60,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 30,
 ) -> None:
     """A complete small lesion study on scikit-learn's digits, no download, under a minute.
 
@@ -172,3 +169,30 @@ def demo(
     console.print(result.summary.text, highlight=False)
     for path in result.figures:
         console.print(f"wrote {path}")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="mnist, fashion-mnist or kmnist.")],
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Where to put the files (DIR/NAME/).")],
+) -> None:
+    """Download a dataset's raw IDX files from the official mirror and check their MD5 (needs a network)."""
+    from lesion.data import fetch
+
+    got = fetch(name, data_dir)
+    console.print(f"{len(got)} file(s) downloaded" if got else "all files already present and verified")
+
+
+@data_app.command("check")
+def data_check(
+    name: Annotated[str, typer.Argument(help="digits, mnist, fashion-mnist, kmnist, cifar10.")],
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Load a dataset (checking every file) and print its splits and classes."""
+    from lesion.data import load_dataset
+
+    ds = load_dataset(name, data_dir)
+    for split in (ds.test, ds.train):
+        if split is not None:
+            console.print(f"{split.name}: {len(split)} samples, input {tuple(split.input_shape)}, {split.n_classes} classes")
+    console.print("classes: " + ", ".join(ds.class_names))

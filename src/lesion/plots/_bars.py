@@ -69,6 +69,6 @@ class ClassOutcomeBars:
         ax.set_ylabel("samples")
         title = "intact network" if self.lesion == "intact" else f"lesion {self.lesion}"
         ax.set_title(f"{title}: top-1 {100 * self.accuracy:.2f} %")
-        ax.legend(fontsize="small", loc="upper right", framealpha=0.8)
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
         self.ax_, self.figure_ = ax, ax.figure
         return self

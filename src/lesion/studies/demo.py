@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from lesion._sweep import sweep
+from lesion._threads import torch_threads
 from lesion.data import digits
 from lesion.models import load_model
 from lesion.plans import pairs, single
@@ -26,15 +27,20 @@ class DemoResult:
     figures: list[Path]
 
 
-def run_demo(out: str | Path, *, seed: int = 0, epochs: int = 60, progress: bool = False) -> DemoResult:
+def run_demo(out: str | Path, *, seed: int = 0, epochs: int = 30, progress: bool = False) -> DemoResult:
     """Train the 64-20-10-10 MLP on digits, lesion every hidden unit and every fc1 pair, summarise, draw.
 
     The run directory ``out`` holds ``results.sqlite``, ``model.pt`` (initial and trained weights)
-    and ``figures/*.png``. Rerunning into it resumes and reuses the trained network.
+    and ``figures/*.png``. Rerunning into it resumes and reuses the trained network. The network
+    is tiny, so everything runs on one thread (several threads only add synchronisation).
     """
+    with torch_threads(1):
+        return _run_demo(Path(out), seed, epochs, progress)
+
+
+def _run_demo(out: Path, seed: int, epochs: int, progress: bool) -> DemoResult:
     from lesion.train import train_model
 
-    out = Path(out)
     data = digits()
     checkpoint_path = out / "model.pt"
     if checkpoint_path.is_file():

@@ -1,0 +1,41 @@
+"""Turning weights and activations (numpy arrays or torch tensors) into numpy arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from lesion._errors import LesionError
+
+
+def as_numpy(values: ArrayLike, dtype: type | None = np.float64) -> NDArray:
+    """`values` as a numpy array (of `dtype`, or its own with None); tensors are detached first."""
+    detach = getattr(values, "detach", None)
+    if callable(detach):
+        values = detach().cpu().numpy()
+    return np.asarray(values, dtype=dtype)
+
+
+def per_unit(name: str, weight: ArrayLike) -> NDArray[np.float64]:
+    """A layer weight as (n_units, fan_in): dim 0 is the unit, the rest is flattened.
+
+    A ``Linear`` weight (out_features, in_features) is already in that form; a ``Conv``
+    weight (C_out, C_in, *kernel) becomes (C_out, C_in * prod(kernel)).
+    """
+    array = as_numpy(weight)
+    if array.ndim < 2 or array.shape[0] == 0 or array[0].size == 0:
+        raise LesionError(
+            f"{name}: expected a weight of shape (n_units, fan_in, ...) with at least one "
+            f"unit and one incoming weight, got shape {array.shape}"
+        )
+    return array.reshape(array.shape[0], -1)
+
+
+def check_int(name: str, value: object, low: int, high: int | None = None, why: str = "") -> int:
+    """`value` as an int if it is an integer in low..high (high None: no upper bound)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        number = int(value)
+        if number >= low and (high is None or number <= high):
+            return number
+    expected = f"an integer in {low}..{high}" if high is not None else f"an integer >= {low}"
+    raise LesionError(f"{name}: expected {expected}{why}, got {value!r}")
