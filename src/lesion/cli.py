@@ -32,6 +32,10 @@ ModelOpt = Annotated[
 CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Weights: a lesion checkpoint (from `lesion train`) or a state dict. Loaded with weights_only=True.")]
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="Dataset: digits (embedded), mnist, fashion-mnist, kmnist, cifar10, folder.")]
 DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Where dataset files are (default: $LESION_DATA_DIR).")]
+ModelArgOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--model-arg", help="Model factory argument KEY=VALUE (JSON value), e.g. in_features=64. Repeatable."),
+]
 NormalizeOpt = Annotated[Optional[str], typer.Option("--normalize", help="unit ([0,1]), half (N(0.5,0.5), the 2020 CNN's) or standard.")]
 
 
@@ -74,6 +78,7 @@ def main() -> None:
 def layers(
     model: ModelOpt = None,
     checkpoint: CheckpointOpt = None,
+    model_arg: ModelArgOpt = None,
     include: Annotated[Optional[list[str]], typer.Option(help="Extra module names to list as layers (e.g. a ReLU after a conv).")] = None,
 ) -> None:
     """List every lesionable layer (Linear, Conv1d/2d/3d, and modules you --include) with its unit count.
@@ -83,7 +88,7 @@ def layers(
     import lesion
     from lesion.models import load_model
 
-    net = load_model(model, checkpoint)
+    net = load_model(model, checkpoint, **parse_kwargs(model_arg))
     table = Table("layer", "type", "units", title=f"lesionable layers of {model or checkpoint}")
     for layer in lesion.layers(net, include=include or ()):
         table.add_row(layer.name, layer.kind, str(layer.n_units))
@@ -96,6 +101,7 @@ def sweep(
     select: Annotated[str, typer.Option("--layers", "-l", help="Units to lesion: 'fc1', 'fc1:0-9', 'conv1:*;conv2:3,7', 'features.*'.")],
     model: ModelOpt = None,
     checkpoint: CheckpointOpt = None,
+    model_arg: ModelArgOpt = None,
     data: DataOpt = "digits",
     data_dir: DataDirOpt = None,
     normalize: NormalizeOpt = None,
@@ -114,7 +120,7 @@ def sweep(
     from lesion.data import load_dataset
     from lesion.models import load_model
 
-    net = load_model(model, checkpoint)
+    net = load_model(model, checkpoint, **parse_kwargs(model_arg))
     split = load_dataset(data, data_dir, normalize=normalize).test.head(limit)
     make = lesion.single if plan is PlanKind.single else lesion.pairs
     run = lesion.sweep(
@@ -196,3 +202,81 @@ def data_check(
         if split is not None:
             console.print(f"{split.name}: {len(split)} samples, input {tuple(split.input_shape)}, {split.n_classes} classes")
     console.print("classes: " + ", ".join(ds.class_names))
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-19"`` -> [0, ..., 19]; ``"0,3,5-6"`` -> [0, 3, 5, 6]."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            seeds.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise LesionError(f"--seeds: expected e.g. '0-19' or '0,3,5', got {text!r}") from None
+    return seeds
+
+
+def parse_kwargs(items: list[str] | None) -> dict[str, object]:
+    """``["in_features=64", "hidden=[20,10]"]`` -> {"in_features": 64, "hidden": [20, 10]} (JSON values)."""
+    import json
+
+    out: dict[str, object] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LesionError(f"--model-arg: expected KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Argument(help="Zoo name (meyes2019-mlp, meyes2020-cnn, vgg11_bn, ...) or 'package.module:factory'.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Population directory: one checkpoint per seed + population.json.")],
+    data: DataOpt = "mnist",
+    data_dir: DataDirOpt = None,
+    normalize: NormalizeOpt = None,
+    seeds: Annotated[str, typer.Option(help="Seeds, e.g. 0-19 (one network each).")] = "0",
+    epochs: Annotated[Optional[int], typer.Option(help="Default: the paper's (100).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="SGD learning rate. Default: the paper's.")] = None,
+    momentum: Annotated[Optional[float], typer.Option(help="SGD momentum. Default: 0.9.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Default: 64.")] = None,
+    model_arg: ModelArgOpt = None,
+    threads: Annotated[int, typer.Option(help="torch threads (0: torch's default). Tiny networks train fastest on 1.")] = 0,
+) -> None:
+    """Train one network per seed with SGD + momentum on the cross-entropy loss (the papers' recipe).
+
+    Each checkpoint holds the initial and trained weights, the config and per-epoch accuracies;
+    the same seed gives the same bytes on CPU. Rerun into the same --out to resume.
+
+    Example: lesion train meyes2019-mlp --data mnist --data-dir ../shared/datasets --seeds 0-19 --epochs 100 --out runs/pop
+    """
+    import contextlib
+
+    from lesion._threads import torch_threads
+    from lesion.data import load_dataset
+    from lesion.train import PRESETS, train_population
+
+    preset = PRESETS.get(model, {"epochs": 10, "lr": 0.01, "momentum": 0.9, "batch_size": 64})
+    hparams = {
+        "epochs": epochs if epochs is not None else preset["epochs"],
+        "lr": lr if lr is not None else preset["lr"],
+        "momentum": momentum if momentum is not None else preset["momentum"],
+        "batch_size": batch_size if batch_size is not None else preset["batch_size"],
+    }
+    dataset = load_dataset(data, data_dir, normalize=normalize)
+    with torch_threads(threads) if threads else contextlib.nullcontext():
+        paths = train_population(
+            model, dataset, parse_seeds(seeds), out, model_kwargs=parse_kwargs(model_arg), progress=True, **hparams
+        )
+    import json
+
+    manifest = json.loads((out / "population.json").read_text())
+    table = Table("seed", "file", "test top-1", title=f"{model} on {data}: {hparams}")
+    for seed, info in manifest["seeds"].items():
+        table.add_row(seed, info["file"], f"{100 * info['test_acc']:.2f} %")
+    console.print(table)
+    console.print(f"{len(paths)} checkpoint(s) in {out}")

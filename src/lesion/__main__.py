@@ -1,0 +1,5 @@
+"""`python -m lesion` = the `lesion` command."""
+
+from lesion.cli import main
+
+main()
