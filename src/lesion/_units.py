@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -146,11 +147,11 @@ def select(model_layers: Sequence[Layer], selection: SelectionLike) -> Selection
     """
     by_name = {layer.name: layer for layer in model_layers}
     if isinstance(selection, str):
-        items: list[tuple[str, object]] = []
+        items: list[tuple[str, Any]] = []
         for chunk in selection.replace(" ", "").split(";"):
             if chunk:
-                name, _, units = chunk.partition(":")
-                items.append((name, units or "*"))
+                name, _, text = chunk.partition(":")
+                items.append((name, text or "*"))
     elif isinstance(selection, Mapping):
         items = list(selection.items())
     else:
@@ -159,6 +160,7 @@ def select(model_layers: Sequence[Layer], selection: SelectionLike) -> Selection
         raise LesionError("empty selection: name at least one layer, e.g. 'fc1' or 'fc1:0-9'")
     chosen: dict[str, set[int]] = {}
     for pattern, units in items:
+        pattern = str(pattern)
         names = [n for n in by_name if fnmatch.fnmatchcase(n, pattern)]
         if not names:
             raise LesionError(f"unknown layer {pattern!r}; lesionable layers are {list(by_name)}{closest(pattern, by_name)}")
@@ -169,7 +171,7 @@ def select(model_layers: Sequence[Layer], selection: SelectionLike) -> Selection
             elif isinstance(units, int):
                 picked = _check_units([units], layer)
             else:
-                picked = _check_units(units, layer)  # type: ignore[arg-type]
+                picked = _check_units(units, layer)
             chosen.setdefault(name, set()).update(picked)
     return {name: tuple(sorted(chosen[name])) for name in by_name if name in chosen}
 

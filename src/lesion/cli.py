@@ -6,7 +6,7 @@ import re
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -26,17 +26,17 @@ console = Console()
 err = Console(stderr=True)
 
 ModelOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--model", "-m", help="Zoo name (meyes2019-mlp, meyes2020-cnn, vgg19_bn, ...) or 'package.module:factory'. Default: the one recorded in --checkpoint."),
 ]
-CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Weights: a lesion checkpoint (from `lesion train`) or a state dict. Loaded with weights_only=True.")]
+CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", "-c", help="Weights: a lesion checkpoint (from `lesion train`) or a state dict. Loaded with weights_only=True.")]
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="Dataset: digits (embedded), mnist, fashion-mnist, kmnist, cifar10, folder.")]
-DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="Where dataset files are (default: $LESION_DATA_DIR).")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Where dataset files are (default: $LESION_DATA_DIR).")]
 ModelArgOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--model-arg", help="Model factory argument KEY=VALUE (JSON value), e.g. in_features=64. Repeatable."),
 ]
-NormalizeOpt = Annotated[Optional[str], typer.Option("--normalize", help="unit ([0,1]), half (N(0.5,0.5), the 2020 CNN's) or standard.")]
+NormalizeOpt = Annotated[str | None, typer.Option("--normalize", help="unit ([0,1]), half (N(0.5,0.5), the 2020 CNN's) or standard.")]
 
 
 class PlanKind(str, Enum):
@@ -79,7 +79,7 @@ def layers(
     model: ModelOpt = None,
     checkpoint: CheckpointOpt = None,
     model_arg: ModelArgOpt = None,
-    include: Annotated[Optional[list[str]], typer.Option(help="Extra module names to list as layers (e.g. a ReLU after a conv).")] = None,
+    include: Annotated[list[str] | None, typer.Option(help="Extra module names to list as layers (e.g. a ReLU after a conv).")] = None,
 ) -> None:
     """List every lesionable layer (Linear, Conv1d/2d/3d, and modules you --include) with its unit count.
 
@@ -109,8 +109,8 @@ def sweep(
     method: Annotated[Method, typer.Option(help="zero: output 0 (= incoming weights and bias zeroed); mean: output replaced by its mean over the evaluation set.")] = Method.zero,
     engine: Annotated[str, typer.Option(help="auto, fast or reference (one full forward per lesion).")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 256,
-    memory: Annotated[Optional[str], typer.Option(help="Memory budget of the fast engine, e.g. 2G (default: automatic).")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N samples only.")] = None,
+    memory: Annotated[str | None, typer.Option(help="Memory budget of the fast engine, e.g. 2G (default: automatic).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate on the first N samples only.")] = None,
 ) -> None:
     """Lesion the selected units (singly or in pairs), evaluate on the test split, store every outcome.
 
@@ -130,7 +130,7 @@ def sweep(
     _print_summary(run)
 
 
-def _print_summary(run: "lesion.Run", top: int = 5) -> None:  # type: ignore[name-defined]  # noqa: F821
+def _print_summary(run: lesion.Run, top: int = 5) -> None:  # type: ignore[name-defined]  # noqa: F821
     from lesion.studies._summary import run_summary
 
     summary = run_summary(run, top=top)
@@ -149,7 +149,7 @@ def summary(run_dir: Annotated[Path, typer.Argument(help="A run directory.")], t
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
     format: Annotated[ExportFormat, typer.Option("--format", "-f")] = ExportFormat.csv,
-    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: RUN/export).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: RUN/export).")] = None,
 ) -> None:
     """Write the run's tidy tables (lesions; metrics: one row per lesion × class × metric) as CSV or Parquet."""
     from lesion.store import Run
@@ -216,11 +216,11 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def parse_kwargs(items: list[str] | None) -> dict[str, object]:
+def parse_kwargs(items: list[str] | None) -> dict[str, Any]:
     """``["in_features=64", "hidden=[20,10]"]`` -> {"in_features": 64, "hidden": [20, 10]} (JSON values)."""
     import json
 
-    out: dict[str, object] = {}
+    out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -240,10 +240,10 @@ def train(
     data_dir: DataDirOpt = None,
     normalize: NormalizeOpt = None,
     seeds: Annotated[str, typer.Option(help="Seeds, e.g. 0-19 (one network each).")] = "0",
-    epochs: Annotated[Optional[int], typer.Option(help="Default: the paper's (100).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="SGD learning rate. Default: the paper's.")] = None,
-    momentum: Annotated[Optional[float], typer.Option(help="SGD momentum. Default: 0.9.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Default: 64.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Default: the paper's (100).")] = None,
+    lr: Annotated[float | None, typer.Option(help="SGD learning rate. Default: the paper's.")] = None,
+    momentum: Annotated[float | None, typer.Option(help="SGD momentum. Default: 0.9.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Default: 64.")] = None,
     model_arg: ModelArgOpt = None,
     threads: Annotated[int, typer.Option(help="torch threads (0: torch's default). Tiny networks train fastest on 1.")] = 0,
 ) -> None:
@@ -261,7 +261,7 @@ def train(
     from lesion.train import PRESETS, train_population
 
     preset = PRESETS.get(model, {"epochs": 10, "lr": 0.01, "momentum": 0.9, "batch_size": 64})
-    hparams = {
+    hparams: dict[str, Any] = {
         "epochs": epochs if epochs is not None else preset["epochs"],
         "lr": lr if lr is not None else preset["lr"],
         "momentum": momentum if momentum is not None else preset["momentum"],

@@ -14,7 +14,7 @@ from lesion.models import build_model, load_checkpoint, load_model
 
 def test_zoo_names_build_the_papers_networks():
     mlp = build_model("meyes2019-mlp")
-    assert [(l.name, l.n_units) for l in lesion.layers(mlp)] == [("fc1", 20), ("fc2", 10), ("out", 10)]
+    assert [(layer.name, layer.n_units) for layer in lesion.layers(mlp)] == [("fc1", 20), ("fc2", 10), ("out", 10)]
     assert all(m.bias is None for m in (mlp.fc1, mlp.fc2, mlp.out))
     cnn = build_model("meyes2020-cnn")
     assert cnn(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
@@ -39,7 +39,7 @@ def test_user_factory_by_import_path_loads_and_can_be_lesioned(tmp_path, monkeyp
     ckpt = tmp_path / "tiny.pt"
     torch.save(model.state_dict(), ckpt)
     loaded = load_model("my_nets:tiny", ckpt, width=4)
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True))
     x = torch.randn(5, 2)
     with lesion.lesioned(loaded, lesion.Lesion.of(loaded, "0:*")), torch.no_grad():
         assert torch.equal(loaded(x), loaded[2].bias.expand(5, 2))
@@ -58,7 +58,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("LESION_PWNED", str(marker))
     evil = tmp_path / "evil.pt"
     torch.save({"trained": {"fc1.weight": torch.zeros(1)}, "payload": _Exploit()}, evil)
-    with pytest.raises(LesionError, match="refused.*weights_only=True"):
+    with pytest.raises(LesionError, match=r"refused.*weights_only=True"):
         load_checkpoint(evil)
     with pytest.raises(LesionError, match="refused"):
         load_model("meyes2019-mlp", evil)

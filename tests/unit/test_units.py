@@ -9,7 +9,7 @@ from lesion.models import meyes2019_mlp, meyes2020_cnn
 
 
 def test_layers_lists_linear_and_conv_with_unit_counts():
-    assert [(l.name, l.kind, l.n_units) for l in lesion.layers(meyes2020_cnn())] == [
+    assert [(layer.name, layer.kind, layer.n_units) for layer in lesion.layers(meyes2020_cnn())] == [
         ("conv1", "Conv2d", 64),
         ("conv2", "Conv2d", 64),
         ("conv3", "Conv2d", 64),
@@ -22,7 +22,7 @@ def test_layers_lists_linear_and_conv_with_unit_counts():
 def test_layers_includes_named_modules_by_probing():
     model = meyes2020_cnn()
     found = lesion.layers(model, include=["relu2"], example=torch.zeros(1, 1, 28, 28))
-    assert [(l.name, l.n_units) for l in found][:4] == [
+    assert [(layer.name, layer.n_units) for layer in found][:4] == [
         ("conv1", 64),
         ("conv2", 64),
         ("relu2", 64),
@@ -31,7 +31,7 @@ def test_layers_includes_named_modules_by_probing():
     with pytest.raises(LesionError, match="example="):
         lesion.layers(model, include=["relu2"])
     bn = nn.Sequential(nn.Conv1d(2, 3, 1), nn.BatchNorm1d(3))
-    assert [l.n_units for l in lesion.layers(bn, include=["1"])] == [3, 3]
+    assert [layer.n_units for layer in lesion.layers(bn, include=["1"])] == [3, 3]
 
 
 @pytest.mark.parametrize(

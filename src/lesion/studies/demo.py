@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -17,7 +18,7 @@ from lesion.store import Run
 from lesion.studies._summary import RunSummary, run_summary
 
 DEMO_MODEL = "meyes2019-mlp"
-DEMO_KWARGS = {"in_features": 64}
+DEMO_KWARGS: dict[str, Any] = {"in_features": 64}
 
 
 @dataclass(frozen=True)
