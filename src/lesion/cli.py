@@ -22,6 +22,11 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Datasets on disk: where they are looked up, and fetching them.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+reproduce_app = typer.Typer(
+    help="Reproduce a paper's study in one command: train (or load), lesion, analyse, draw, summary.md.",
+    no_args_is_help=True,
+)
+app.add_typer(reproduce_app, name="reproduce")
 console = Console()
 err = Console(stderr=True)
 
@@ -280,3 +285,13 @@ def train(
         table.add_row(seed, info["file"], f"{100 * info['test_acc']:.2f} %")
     console.print(table)
     console.print(f"{len(paths)} checkpoint(s) in {out}")
+
+
+def _register_studies() -> None:
+    """The studies' commands live beside their studies (each imports only typer at import time)."""
+    from lesion.studies import cli_meyes2020_cnn
+
+    reproduce_app.command("meyes2020-cnn")(cli_meyes2020_cnn.command)
+
+
+_register_studies()

@@ -4,5 +4,6 @@ matplotlib is imported only when drawing.
 """
 
 from lesion.plots._bars import ClassOutcomeBars, save_figure
+from lesion.plots._cnn import LayerEmbeddings, LayerLesionBars, NeuronPopulation
 
-__all__ = ["ClassOutcomeBars", "save_figure"]
+__all__ = ["ClassOutcomeBars", "LayerEmbeddings", "LayerLesionBars", "NeuronPopulation", "save_figure"]

@@ -1,0 +1,558 @@
+"""The study of Meyes et al. (2020), "Under the hood of neural networks", on the 2020 CNN.
+
+``run_meyes2020_cnn(out, dataset=...)`` trains the CNN with the paper's settings (or loads a
+checkpoint) and runs every analysis of the paper into the directory ``out``:
+
+1. **Layer lesions** (Section 4.1, Figures 2, A.1, A.2): per layer and fraction, ``draws`` random
+   draws of units without replacement (seeded; the draws are stored in the run), the mean change
+   of class-specific accuracy per layer, and the Spearman correlation between a class's original
+   error and its drop: the drop is the height of the class's stacked bar, the sum over layers of
+   the mean changes (the mean over layers gives the same ranks, so the same coefficient).
+2. **Selectivity** (Sections 3.2, 4.3): AS of each of the 17,280 neurons (conv1-3 after pooling,
+   one neuron per channel and position; fc1, fc2 after ReLU) from class means over the captured
+   activations; AES of each of the 1,216 units of conv1-fc2 from its single-unit lesion, a
+   kernel's AES shared by all its spatial neurons. ``out`` is not lesioned singly: it is not part
+   of the paper's 17,280-neuron population, and lesioning an output unit only removes its class.
+   Per class, the number of neurons most selective for it (AS: preferred class; AES: the class
+   its unit's lesion affects most), correlated (Pearson) with the class's neighbourhood hit in
+   the UMAP embedding of the test images themselves (the ``input`` panel of Figure 3).
+3. **Activation spaces** (Section 4.2, Figures 3, 4): horizontal reduction of each layer's
+   activations (``out``: log-softmax, the paper's output) for a seeded subset of
+   ``embed_samples`` test images, NH (k = 6) per layer, and the same for the network with
+   50 % of conv1 lesioned (the first random draw of the plan), with the images it newly
+   misclassifies marked.
+4. **Neuron populations** (Figures 1, 5, 6, A.7, A.8): vertical reduction of the 17,280 neurons
+   over the same samples, coloured by layer, by the activation to one image of a class
+   (normalised per layer), by AS and by AES for that class.
+
+Every test image is used (the paper used 9,984 of 10,000: batch 32, last batch dropped).
+The run directory holds ``model.pt`` (when trained), ``lesions/`` (the resumable lesion run),
+``activations/*.npy`` (memory-mapped captures), ``embeddings/``, ``tables/*.csv``,
+``figures/*.{png,svg}``, ``timings.json`` and ``summary.md``. Rerunning into it resumes: the
+sweep continues where it stopped and finished captures and embeddings are read back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from lesion._errors import LesionError, closest
+from lesion._lesion import Lesion, lesioned
+from lesion._sweep import sweep
+from lesion.data import Dataset, Split, load_dataset
+from lesion.engine._capture import Activations, capture_activations, load_activations
+from lesion.models import load_checkpoint, load_model
+from lesion.plans import fraction, single
+from lesion.stats import Correlation
+from lesion.store import Run
+from lesion.studies import _cnn_analysis as analysis
+
+STUDY = "meyes2020-cnn"
+MODEL = "meyes2020-cnn"
+DATASETS = ("mnist", "fashion-mnist", "kmnist")
+#: Where each layer's neurons are read: conv layers after pooling, fc layers after ReLU.
+CAPTURE_POINTS = {"conv1": "pool1", "conv2": "pool2", "conv3": "pool3", "fc1": "relu4", "fc2": "relu5", "out": "out"}
+#: The layers whose neurons form the population (12,544 + 3,136 + 576 + 512 + 512 = 17,280).
+NEURON_LAYERS = ("conv1", "conv2", "conv3", "fc1", "fc2")
+#: The layers lesioned by random draws.
+LESION_LAYERS = (*NEURON_LAYERS, "out")
+FRACTION_PLAN = "fraction-random"
+SINGLE_PLAN = "single"
+NH_NEIGHBOURS = 6
+
+
+@dataclass(frozen=True)
+class PaperNumbers:
+    """What Meyes et al. (2020) report for one network."""
+
+    net: str
+    accuracy: float
+    error_vs_drop: tuple[float, float]  # Spearman r, p
+    as_vs_nh: tuple[float, float]  # Pearson r, p
+    aes_vs_nh: tuple[float, float]  # Pearson r, p
+    classes: tuple[int, int]  # the two classes of the neuron-population figure
+
+
+PAPER = {
+    "mnist": PaperNumbers("M-Net", 0.990, (0.26, 0.47), (0.28, 0.44), (-0.31, 0.38), (1, 6)),
+    "kmnist": PaperNumbers("K-Net", 0.953, (0.6, 0.07), (0.30, 0.40), (0.50, 0.14), (1, 2)),
+    "fashion-mnist": PaperNumbers("F-Net", 0.912, (0.48, 0.16), (0.61, 0.06), (0.68, 0.03), (1, 2)),
+}
+
+
+@dataclass(frozen=True)
+class Meyes2020Result:
+    """Everything the study computed; the tables are also written to ``out/tables``.
+
+    Attributes
+    ----------
+    out : Path
+    dataset : str
+    config : dict
+        The study's settings (also in ``out/study.json``).
+    run : Run
+        The lesion run (``out/lesions``): plans ``fraction-random`` and ``single``.
+    accuracy : float
+        Intact top-1 accuracy on the evaluation split.
+    layer_effects : DataFrame
+        One row per (layer, fraction, class): mean / std of the accuracy change over the draws.
+    classes : DataFrame
+        One row per class: ``accuracy``, ``error``, ``drop`` (summed per-layer mean drop at the
+        main fraction), ``n_as``, ``n_aes`` (+ its negative / positive split), ``nh``.
+    error_vs_drop, as_vs_nh, aes_vs_nh : Correlation
+        The paper's three correlations over the classes.
+    neurons : DataFrame
+        One row per neuron: ``column``, ``layer``, ``unit``, ``position``, ``AS``,
+        ``preferred_class``, ``aes``, ``aes_scaled``, ``aes_class``, ``aes_sign``.
+    units : DataFrame
+        One row per single-unit lesion: its AES and class changes summary.
+    layer_nh : DataFrame
+        ``layer``, ``intact``, ``lesioned``: NH (k = 6) of each panel of Figures 3 and 4.
+    shown_lesion : str
+        Key of the conv1 lesion of Figure 4.
+    shown_changes : Series
+        Its class-specific accuracy changes (index: class names and ``all``).
+    embed_samples : ndarray of int
+        The test images embedded (indices into the evaluation split).
+    figures : list of Path
+    timings : dict of str -> float
+        Wall seconds of each stage (from the run that computed it).
+    summary : Path
+    """
+
+    out: Path
+    dataset: str
+    config: dict[str, Any]
+    run: Run
+    accuracy: float
+    layer_effects: pd.DataFrame
+    classes: pd.DataFrame
+    error_vs_drop: Correlation
+    as_vs_nh: Correlation
+    aes_vs_nh: Correlation
+    neurons: pd.DataFrame
+    units: pd.DataFrame
+    layer_nh: pd.DataFrame
+    shown_lesion: str
+    shown_changes: pd.Series
+    embed_samples: np.ndarray
+    figures: list[Path] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    summary: Path | None = None
+
+
+def run_meyes2020_cnn(
+    out: str | Path,
+    *,
+    dataset: str,
+    data_dir: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    epochs: int = 100,
+    seed: int = 0,
+    draws: int = 100,
+    fractions: Sequence[float] = (0.5,),
+    embed_samples: int = 2000,
+    limit: int | None = None,
+    train_limit: int | None = None,
+    width: int = 64,
+    progress: bool = False,
+) -> Meyes2020Result:
+    """Reproduce Meyes et al. (2020) on one dataset; see the module docstring for the stages.
+
+    Parameters
+    ----------
+    out : path
+        The study directory (created; rerun into it to resume).
+    dataset : {"mnist", "fashion-mnist", "kmnist"}
+    data_dir : path, optional
+        Where the IDX files are (default ``$LESION_DATA_DIR``).
+    checkpoint : path, optional
+        A trained ``meyes2020-cnn`` (lesion checkpoint or state dict); default: train one.
+    epochs : int, default=100
+        Training epochs (the paper's 100; SGD lr 0.001, momentum 0.9, batch 64).
+    seed : int, default=0
+        Seeds training, the random draws, the embedded subset and UMAP.
+    draws : int, default=100
+        Random draws per layer and fraction.
+    fractions : sequence of float, default=(0.5,)
+        Proportions of each layer lesioned (the paper reports 0.5; it also tried 0.1-0.4).
+    embed_samples : int, default=2000
+        Test images embedded in the horizontal and vertical reductions (a seeded subset).
+    limit : int, optional
+        Evaluate on the first ``limit`` test images only (for quick runs).
+    train_limit : int, optional
+        Train on the first ``train_limit`` training images only (for quick runs).
+    width : int, default=64
+        Channels of each conv layer (the paper's 64).
+    progress : bool, default=False
+
+    Returns
+    -------
+    Meyes2020Result
+    """
+    config = _config(dataset, checkpoint, epochs, seed, draws, fractions, embed_samples, limit, train_limit, width)
+    out = Path(out)
+    data = _dataset(config, data_dir)
+    _claim(out, config)
+    timings = _Timings.load(out / "timings.json")
+    model = _model(out, config, data, checkpoint, timings, progress)
+    split = data.test.head(limit)
+    with timings.stage("sweep"):
+        run = _sweep(model, split, config, out / "lesions", progress)
+    with timings.stage("capture", cached=(out / "activations" / "intact.npy").is_file()):
+        activations = _capture(model, split, out / "activations" / "intact.npy", progress)
+    with timings.stage("selectivity"):
+        tables = _selectivity(run, activations, split, config)
+    samples = _embed_subset(len(split), config)
+    shown = _shown_lesion(run, config)
+    with timings.stage("horizontal reduction", cached=_horizontal_path(out, "intact", samples).is_file()):
+        labels = split.labels.numpy()[samples]
+        intact_maps = _horizontal(out, "intact", activations.values[samples], activations, split, samples, seed)
+        lesioned_activations = _lesioned_capture(model, split, samples, shown, out, progress)
+        lesioned_maps = _horizontal(out, "lesioned", lesioned_activations.values, activations, split, samples, seed)
+    with timings.stage("vertical reduction", cached=_vertical_path(out, samples).is_file()):
+        neuron_map = _vertical(out, activations, samples, seed)
+    layer_nh = _layer_nh(intact_maps, lesioned_maps, labels)
+    classes, correlations = _class_table(run, tables, intact_maps, labels, config)
+    result = Meyes2020Result(
+        out=out,
+        dataset=dataset,
+        config=config,
+        run=run,
+        accuracy=float(run.table("top1").loc["intact", "all"]),
+        layer_effects=tables["effects"],
+        classes=classes,
+        error_vs_drop=correlations[0],
+        as_vs_nh=correlations[1],
+        aes_vs_nh=correlations[2],
+        neurons=tables["neurons"],
+        units=tables["units"],
+        layer_nh=layer_nh,
+        shown_lesion=shown.key,
+        shown_changes=analysis.class_changes(run, [shown.key]).iloc[0],
+        embed_samples=samples,
+    )
+    _write_tables(result)
+    from lesion.studies._cnn_report import draw_figures, summary_markdown
+
+    with timings.stage("figures"):
+        figures = draw_figures(result, intact_maps, lesioned_maps, neuron_map, activations, split)
+    result = replace(result, figures=figures, timings=dict(timings.seconds), summary=out / "summary.md")
+    (out / "summary.md").write_text(summary_markdown(result))
+    return result
+
+
+# --- configuration and resumption ---------------------------------------------------------
+
+
+def _config(
+    dataset: str,
+    checkpoint: str | Path | None,
+    epochs: int,
+    seed: int,
+    draws: int,
+    fractions: Sequence[float],
+    embed_samples: int,
+    limit: int | None,
+    train_limit: int | None,
+    width: int,
+) -> dict[str, Any]:
+    """The checked settings; ``embed_samples`` is not part of the directory's identity (see `_claim`)."""
+    if dataset not in DATASETS:
+        raise LesionError(f"dataset must be one of {DATASETS}, got {dataset!r}{closest(str(dataset), DATASETS)}")
+    for name, value, low in (
+        ("epochs", epochs, 1), ("seed", seed, 0), ("draws", draws, 1), ("embed_samples", embed_samples, 10), ("width", width, 1)
+    ):
+        _check_int(name, value, low)
+    for name, optional in (("limit", limit), ("train_limit", train_limit)):
+        if optional is not None:
+            _check_int(name, optional, 1)
+    fractions = [float(p) for p in fractions]
+    if not fractions or any(not 0 < p <= 1 for p in fractions):
+        raise LesionError(f"fractions must be proportions in (0, 1] (0.5 for 50 %), got {fractions}")
+    return {
+        "study": STUDY,
+        "dataset": dataset,
+        "checkpoint_sha256": None if checkpoint is None else _sha256(Path(checkpoint)),
+        "epochs": None if checkpoint is not None else epochs,
+        "train_limit": None if checkpoint is not None else train_limit,
+        "width": width,
+        "seed": seed,
+        "draws": draws,
+        "fractions": fractions,
+        "limit": limit,
+        "embed_samples": embed_samples,
+    }
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise LesionError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _sha256(path: Path) -> str:
+    if not path.is_file():
+        raise LesionError(f"checkpoint {str(path)!r} does not exist or is not a file")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _claim(out: Path, config: dict[str, Any]) -> None:
+    """Write ``out/study.json``, or refuse a directory made with other settings."""
+    identity = {key: value for key, value in config.items() if key != "embed_samples"}
+    path = out / "study.json"
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored != identity:
+            differ = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
+            raise LesionError(
+                f"out {str(out)!r} holds a {STUDY} study with other settings (differs in {differ}); use a new --out"
+            )
+        return
+    if out.is_dir() and any(out.iterdir()):
+        raise LesionError(f"out {str(out)!r} is not empty and holds no study.json; choose a new or empty directory")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(identity, indent=1))
+
+
+@dataclass
+class _Timings:
+    """Wall seconds per stage, kept in a JSON file; a stage read from a cache keeps its earlier time."""
+
+    path: Path
+    seconds: dict[str, float]
+
+    @classmethod
+    def load(cls, path: Path) -> _Timings:
+        return cls(path, json.loads(path.read_text()) if path.is_file() else {})
+
+    @contextmanager
+    def stage(self, name: str, cached: bool = False) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        if not cached or name not in self.seconds:
+            self.seconds[name] = round(time.perf_counter() - start, 1)
+            self.path.write_text(json.dumps(self.seconds, indent=1))
+
+
+# --- stages -------------------------------------------------------------------------------
+
+
+def _dataset(config: dict[str, Any], data_dir: str | Path | None) -> Dataset:
+    """The dataset normalised as the paper's (N(0.5, 0.5)); with its train split when training."""
+    if config["checkpoint_sha256"] is not None:
+        return load_dataset(config["dataset"], data_dir, normalize="half", train=False)
+    return _training_data(config["dataset"], data_dir, config["train_limit"])
+
+
+def _model(
+    out: Path, config: dict[str, Any], data: Dataset, checkpoint: str | Path | None, timings: _Timings, progress: bool
+) -> nn.Module:
+    """The CNN from ``checkpoint``, or trained with the paper's settings and saved as ``out/model.pt``."""
+    if checkpoint is not None:
+        if "model" in load_checkpoint(checkpoint):
+            return load_model(checkpoint=checkpoint)
+        return load_model(MODEL, checkpoint, width=config["width"])
+    saved = out / "model.pt"
+    with timings.stage("train", cached=saved.is_file()):
+        if not saved.is_file():
+            _train(data, config, saved, progress)
+    return load_model(checkpoint=saved)
+
+
+def _training_data(name: str, data_dir: str | Path | None, train_limit: int | None) -> Dataset:
+    """The dataset with its train split, or a `LesionError` naming the missing file and ``--checkpoint``."""
+    from lesion.data._idx import _MissingFileError
+
+    try:
+        data = load_dataset(name, data_dir, normalize="half", require_train=True)
+    except _MissingFileError as missing:
+        raise LesionError(
+            f"{name}: training the CNN needs the train split, which is not available here: {missing} "
+            f"To run the study without training, pass --checkpoint FILE (checkpoint=) with a trained {MODEL}."
+        ) from None
+    train = data.train.head(train_limit) if data.train is not None else None
+    return Dataset(data.name, data.test, train)
+
+
+def _train(data: Dataset, config: dict[str, Any], saved: Path, progress: bool) -> None:
+    from lesion.train import PRESETS, train_model
+
+    preset = PRESETS[MODEL]
+    checkpoint = train_model(
+        MODEL, data, seed=config["seed"], epochs=config["epochs"], lr=preset["lr"], momentum=preset["momentum"],
+        batch_size=preset["batch_size"], model_kwargs={"width": config["width"]}, progress=progress,
+    )
+    partial = saved.with_name(saved.name + ".tmp")
+    torch.save(checkpoint, partial)
+    os.replace(partial, saved)
+
+
+def _sweep(model: nn.Module, split: Split, config: dict[str, Any], path: Path, progress: bool) -> Run:
+    """Random draws of each layer and fraction, and every unit of conv1-fc2 alone."""
+    plans = [
+        fraction(model, list(LESION_LAYERS), config["fractions"], "random", seed=config["seed"], draws=config["draws"], name=FRACTION_PLAN),
+        single(model, ";".join(NEURON_LAYERS), name=SINGLE_PLAN),
+    ]
+    study = {"study": STUDY, "seed": config["seed"], "draws": config["draws"], "fractions": config["fractions"]}
+    return sweep(model, split, plans, path, model_name=MODEL, config=study, engine="auto", progress=progress)
+
+
+def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(logits, dim=1)
+
+
+def _capture(model: nn.Module, split: Split, path: Path, progress: bool) -> Activations:
+    """The intact network's activations of every layer (``out`` after log-softmax); cached."""
+    if path.is_file():
+        return load_activations(path)
+    return capture_activations(model, split, CAPTURE_POINTS, path, transforms={"out": _log_softmax}, progress=progress)
+
+
+def _selectivity(run: Run, activations: Activations, split: Split, config: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """Layer effects, AS per neuron, AES per unit and both per neuron."""
+    effects = analysis.layer_effects(run, FRACTION_PLAN)
+    as_table = analysis.activation_selectivity(activations, split.labels.numpy(), split.n_classes, NEURON_LAYERS)
+    units = analysis.unit_ablation_selectivity(run, SINGLE_PLAN)
+    return {"effects": effects, "units": units, "neurons": analysis.neuron_table(as_table, units)}
+
+
+def _embed_subset(n: int, config: dict[str, Any]) -> np.ndarray:
+    """The embedded test images: a seeded random subset of ``embed_samples``, in split order."""
+    size = min(config["embed_samples"], n)
+    return np.sort(np.random.default_rng(config["seed"]).choice(n, size=size, replace=False))
+
+
+def main_fraction(fractions: Sequence[float]) -> float:
+    """The fraction the paper reports (0.5) if planned, else the largest planned."""
+    return 0.5 if 0.5 in fractions else max(fractions)
+
+
+def _shown_lesion(run: Run, config: dict[str, Any]) -> Lesion:
+    """The first random draw of conv1 at the main fraction (Figure 4)."""
+    p = main_fraction(config["fractions"])
+    info = run.meta(f"plan:{FRACTION_PLAN}")
+    units = next(u for layer, fr, draw, u in info["draws"] if layer == "conv1" and fr == p and draw == 0)
+    return Lesion((("conv1", tuple(units)),))
+
+
+def _horizontal_path(out: Path, which: str, samples: np.ndarray) -> Path:
+    return out / "embeddings" / f"horizontal-{which}-n{len(samples)}.npz"
+
+
+def _vertical_path(out: Path, samples: np.ndarray) -> Path:
+    return out / "embeddings" / f"vertical-n{len(samples)}.npy"
+
+
+def _horizontal(
+    out: Path, which: str, rows: np.ndarray, activations: Activations, split: Split, samples: np.ndarray, seed: int
+) -> dict[str, np.ndarray]:
+    """Horizontal reduction of the captured layers for the embedded samples; cached as .npz."""
+    from lesion.embed import horizontal_reduction
+
+    path = _horizontal_path(out, which, samples)
+    if path.is_file():
+        with np.load(path) as stored:
+            return {name: stored[name] for name in stored.files}
+    raw = split.inputs[torch.as_tensor(samples)].reshape(len(samples), -1).numpy()
+    layers = {name: np.asarray(rows[:, activations.slices[name]], dtype=np.float32) for name in activations.layers}
+    maps = horizontal_reduction(layers, raw, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **maps)  # type: ignore[arg-type]
+    return maps
+
+
+def _lesioned_capture(
+    model: nn.Module, split: Split, samples: np.ndarray, shown: Lesion, out: Path, progress: bool
+) -> Activations:
+    """Activations of the network with ``shown`` applied, for the embedded samples only; cached."""
+    path = out / "activations" / f"lesioned-n{len(samples)}.npy"
+    if path.is_file():
+        return load_activations(path)
+    with lesioned(model, shown):
+        return capture_activations(
+            model, split.subset(torch.as_tensor(samples)), CAPTURE_POINTS, path, transforms={"out": _log_softmax}, progress=progress
+        )
+
+
+def _vertical(out: Path, activations: Activations, samples: np.ndarray, seed: int) -> np.ndarray:
+    """Vertical reduction of the 17,280 neurons over the embedded samples; cached as .npy."""
+    from lesion.embed import vertical_reduction
+
+    path = _vertical_path(out, samples)
+    if path.is_file():
+        return np.load(path)
+    stop = activations.slices[NEURON_LAYERS[-1]].stop
+    embedding = vertical_reduction(np.asarray(activations.values[samples, :stop], dtype=np.float32), seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, embedding)
+    return embedding
+
+
+def _layer_nh(intact: dict[str, np.ndarray], damaged: dict[str, np.ndarray], labels: np.ndarray) -> pd.DataFrame:
+    from lesion.embed import neighbourhood_hit
+
+    return pd.DataFrame(
+        {
+            "layer": list(intact),
+            "intact": [neighbourhood_hit(intact[name], labels, NH_NEIGHBOURS) for name in intact],
+            "lesioned": [neighbourhood_hit(damaged[name], labels, NH_NEIGHBOURS) for name in intact],
+        }
+    )
+
+
+def _class_table(
+    run: Run, tables: dict[str, pd.DataFrame], maps: dict[str, np.ndarray], labels: np.ndarray, config: dict[str, Any]
+) -> tuple[pd.DataFrame, tuple[Correlation, Correlation, Correlation]]:
+    """Per class: accuracy, error, drop, selective-neuron counts and NH; and the three correlations."""
+    from lesion.embed import INPUT, neighbourhood_hit_per_class
+    from lesion.stats import correlate
+
+    names = list(run.class_names)
+    intact = run.table("top1").loc["intact", names]
+    drops = analysis.class_drops(tables["effects"], main_fraction(config["fractions"]))
+    counts = analysis.selective_counts(tables["neurons"], names)
+    nh = neighbourhood_hit_per_class(maps[INPUT], labels, NH_NEIGHBOURS).set_index("class")["neighbourhood_hit"]
+    classes = counts.assign(
+        accuracy=intact.to_numpy(),
+        error=1 - intact.to_numpy(),
+        drop=-drops.loc[names, "total"].to_numpy(),
+        nh=nh.reindex(range(len(names))).to_numpy(),
+    )[["class", "class_name", "accuracy", "error", "drop", "n_as", "n_aes", "n_aes_negative", "n_aes_positive", "nh"]]
+    correlations = (
+        analysis.error_vs_drop(intact, drops.loc[names, "total"]),
+        correlate(classes["n_as"], classes["nh"]),
+        correlate(classes["n_aes"], classes["nh"]),
+    )
+    return classes, correlations
+
+
+def _write_tables(result: Meyes2020Result) -> None:
+    folder = result.out / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("layer_effects", "classes", "neurons", "units", "layer_nh"):
+        getattr(result, name).to_csv(folder / f"{name}.csv", index=False)
+
+
+__all__ = [
+    "CAPTURE_POINTS",
+    "LESION_LAYERS",
+    "NEURON_LAYERS",
+    "PAPER",
+    "Meyes2020Result",
+    "PaperNumbers",
+    "main_fraction",
+    "run_meyes2020_cnn",
+]
