@@ -21,7 +21,7 @@ demo: $(VENV)/.installed
 	$(BIN)/lesion demo --out runs/demo
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench

@@ -16,7 +16,7 @@ from lesion._lesion import INTACT, Lesion, lesioned, unit_means
 from lesion._sweep import sweep
 from lesion._units import Layer, layers, select
 from lesion.data import Dataset, Split, load_dataset
-from lesion.engine import Outcome, evaluate
+from lesion.engine import Outcome, capture_activations, estimate, evaluate
 from lesion.models import build_model, load_model
 from lesion.plans import Plan, pairs, single
 from lesion.store import Run
@@ -32,6 +32,8 @@ __all__ = [
     "Run",
     "Split",
     "build_model",
+    "capture_activations",
+    "estimate",
     "evaluate",
     "layers",
     "lesioned",

@@ -143,6 +143,47 @@ def _print_summary(run: lesion.Run, top: int = 5) -> None:  # type: ignore[name-
 
 
 @app.command()
+def estimate(
+    select: Annotated[str, typer.Option("--layers", "-l", help="Layers whose units are estimated, e.g. 'fc1;fc2' (all units of each).")],
+    model: ModelOpt = None,
+    checkpoint: CheckpointOpt = None,
+    model_arg: ModelArgOpt = None,
+    data: DataOpt = "digits",
+    data_dir: DataDirOpt = None,
+    normalize: NormalizeOpt = None,
+    method: Annotated[Method, typer.Option(help="zero or mean (mean over the evaluation split).")] = Method.zero,
+    batch_size: Annotated[int, typer.Option(help="Samples per forward/backward pass.")] = 256,
+    limit: Annotated[int | None, typer.Option(help="Estimate on the first N samples only.")] = None,
+    top: Annotated[int, typer.Option(help="Rows of the ranking to print.")] = 10,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the tidy estimate table here (.csv or .parquet).")] = None,
+) -> None:
+    """First-order ESTIMATES of every single-unit lesion's effect, from one forward and backward pass.
+
+    activation x gradient (zero) or (mean - activation) x gradient (mean), turned into estimated
+    per-class accuracy changes and a ranking. Estimates, not measurements: confirm with `lesion sweep`.
+
+    Example: lesion estimate -c runs/demo/model.pt -d digits -l "fc1;fc2"
+    """
+    import lesion
+    from lesion.data import load_dataset
+    from lesion.models import load_model
+
+    net = load_model(model, checkpoint, **parse_kwargs(model_arg))
+    split = load_dataset(data, data_dir, normalize=normalize).test.head(limit)
+    names = list(lesion.select(lesion.layers(net), select))
+    means = lesion.unit_means(net, names, split.batches(batch_size)) if method is Method.mean else None
+    table = lesion.estimate(net, split, names, method=method.value, means=means, batch_size=batch_size)
+    overall = table[table["class"] == "overall"].sort_values("rank")
+    view = Table("rank", "lesion", "estimated top-1 change (pp)", title="first-order ESTIMATES (not measured)")
+    for _, row in overall.head(top).iterrows():
+        view.add_row(str(row["rank"]), row["lesion"], f"{100 * row['change']:+.2f}")
+    console.print(view)
+    if out is not None:
+        table.to_parquet(out, index=False) if out.suffix == ".parquet" else table.to_csv(out, index=False)
+        console.print(f"wrote {out}")
+
+
+@app.command()
 def summary(run_dir: Annotated[Path, typer.Argument(help="A run directory.")], top: int = 5) -> None:
     """Print a run's intact accuracy, its most damaging lesions and its largest class gain."""
     from lesion.store import Run

@@ -9,6 +9,8 @@ from torch import Tensor, nn
 from lesion._errors import LesionError, closest
 from lesion._lesion import Lesion
 from lesion.data import Split
+from lesion.engine._capture import Activations, capture_activations, load_activations
+from lesion.engine._estimate import estimate
 from lesion.engine._outcome import TIE_TOLERANCE, Outcome, default_k, topk_and_ties
 from lesion.engine._reference import eval_mode, model_device, reference_outcomes
 
@@ -62,6 +64,10 @@ def evaluate(
 
 __all__ = [
     "ENGINES",
+    "Activations",
+    "capture_activations",
+    "estimate",
+    "load_activations",
     "TIE_TOLERANCE",
     "Outcome",
     "default_k",

@@ -1,15 +1,51 @@
-"""The fast exact engine (placeholder until it lands: delegates to the reference path)."""
+"""The fast exact engine: the intact network once per data batch, K lesions tiled per pass after the cut.
+
+Lesions of one layer share a :class:`~lesion.engine._split_graph.Cut`. Per round of lesions
+(as many as keep their (N, k) results modest), per data batch of B samples:
+
+1. the intact network runs once and returns every value the cuts need;
+2. per chunk of K lesions of a layer, the cut value is built for all K at once — ``(K, B, ...)``,
+   lesion-major: the intact value with each lesion's units replaced (mask after the channel-wise
+   ops), or the next Linear/Conv's intact output plus the thin contribution of the lesioned units'
+   change — and the other carried values are tiled K times;
+3. only the suffix after the cut runs, on K·B rows; top-k indices and near-tie counts stay on the
+   device until the round ends.
+
+K comes from a memory budget for the tiled values in flight. Lesions spanning several layers go
+through the reference path (one forward per lesion), as do all lesions of a model fx cannot trace.
+"""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
 
+import numpy as np
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lesion._lesion import Lesion
+from lesion._errors import LesionError
+from lesion._lesion import Lesion, check_lesion
 from lesion.data import Split
-from lesion.engine._outcome import Outcome
-from lesion.engine._reference import reference_outcomes
+from lesion.engine._outcome import Outcome, topk_and_ties
+from lesion.engine._reference import eval_mode, model_device, reference_outcomes
+from lesion.engine._split_graph import (
+    Cut,
+    apply_node,
+    make_cut,
+    propagate_shapes,
+    trace,
+    values_module,
+)
+
+#: Default byte budget for the tiled activations of one chunk (tiles of a few M elements were fastest on CPU).
+DEFAULT_MEMORY = 64 * 2**20
+#: Bytes of top-k results kept on the device per round of lesions.
+ROUND_BYTES = 256 * 2**20
+_CONV_FN = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}
 
 
 def fast_outcomes(
@@ -22,5 +58,253 @@ def fast_outcomes(
     means: Mapping[str, Tensor] | None = None,
     memory: int | None = None,
     strict: bool = False,
+    autocast: torch.dtype | None = None,
+    channels_last: bool = False,
+    compile: bool = False,
 ) -> Iterator[Outcome]:
-    return reference_outcomes(model, split, lesions, k=k, batch_size=batch_size, means=means)
+    """Yield one :class:`Outcome` per lesion, grouped by layer (same predictions as the reference).
+
+    Parameters
+    ----------
+    memory : int, optional
+        Bytes for the tiled activations of one chunk; K = memory // (B * bytes per row after the cut).
+    strict : bool, default=False
+        Raise `LesionError` where the model (or a layer) cannot be traced, instead of warning and
+        using the reference path.
+    autocast : torch.dtype, optional
+        ``torch.bfloat16`` / ``torch.float16`` autocast (CUDA only).
+    channels_last : bool, default=False
+        Feed 4-D inputs in channels-last memory format.
+    compile : bool, default=False
+        ``torch.compile`` the per-lesion part of the network.
+    """
+    lesions = list(lesions)
+    known: dict[str, int] = {}
+    for lesion in lesions:
+        known.update({name: layer.unit_dim for name, layer in check_lesion(model, lesion).items()})
+        if lesion.method == "mean":
+            missing = [n for n in lesion.layers if means is None or n not in means]
+            if missing:
+                raise LesionError(f"lesion {lesion.key!r} uses method 'mean' but no means were given for {missing}")
+    if memory is not None and memory < 1:
+        raise LesionError(f"memory must be a positive number of bytes, got {memory}")
+    device = model_device(model)
+    if autocast is not None and device.type != "cuda":
+        raise LesionError(f"autocast={autocast} needs a CUDA model; this one is on {device}")
+    try:
+        gm = trace(model)
+    except LesionError as error:
+        if strict:
+            raise
+        warnings.warn(f"{error}; using the reference path (one forward per lesion)", stacklevel=2)
+        return reference_outcomes(model, split, lesions, k=k, batch_size=batch_size, means=means)
+    options = _Options(memory or DEFAULT_MEMORY, autocast, channels_last, compile)
+    return _run(model, gm, split, lesions, known, k, batch_size, means, strict, options)
+
+
+@dataclass(frozen=True)
+class _Options:
+    memory: int
+    autocast: torch.dtype | None
+    channels_last: bool
+    compile: bool
+
+
+@dataclass
+class _Chunk:
+    """K lesions of one layer evaluated in one pass; ``rows``: their slots in the round's results."""
+
+    rows: slice
+    cut: Cut
+    fill: Tensor  # the replacement after the chain, shape of the cut's source per sample
+    mask: Tensor | None  # (K, 1, ...) bool, broadcast over the source (mask mode)
+    index: Tensor | None  # (K*s,) lesioned units, padded per lesion to s (update mode)
+    weight: Tensor | None  # thin weights of the update layer for ``index`` (update mode)
+
+
+def _run(
+    model: nn.Module,
+    gm: torch.fx.GraphModule,
+    split: Split,
+    lesions: list[Lesion],
+    unit_dims: dict[str, int],
+    k: int,
+    batch_size: int,
+    means: Mapping[str, Tensor] | None,
+    strict: bool,
+    options: _Options,
+) -> Iterator[Outcome]:
+    device = model_device(model)
+    slow = [lesion for lesion in lesions if len(lesion.units) != 1]
+    by_layer: dict[str, list[Lesion]] = {}
+    for lesion in lesions:
+        if len(lesion.units) == 1:
+            by_layer.setdefault(lesion.layers[0], []).append(lesion)
+    with eval_mode(model), torch.inference_mode():
+        propagate_shapes(gm, next(split.batches(2))[0].to(device))
+        cuts = {}
+        for layer in by_layer:
+            try:
+                cuts[layer] = make_cut(gm, layer, unit_dims.get(layer, 1))
+            except LesionError as error:
+                if strict:
+                    raise
+                warnings.warn(f"{error}; its lesions use the reference path", stacklevel=2)
+                slow.extend(by_layer[layer])
+        names = sorted({name for cut in cuts.values() for name in [*cut.carried, cut.source]})
+        values = values_module(gm, names)
+        for cut in cuts.values():
+            if options.compile:
+                cut.suffix = torch.compile(cut.suffix, dynamic=True)  # type: ignore[assignment]
+    fast = [lesion for layer in cuts for lesion in by_layer[layer]]
+    n = len(split)
+    dtype = _index_dtype(split.n_classes)
+    per_round = max(1, ROUND_BYTES // max(1, n * k * torch.empty((), dtype=dtype).element_size()))
+    modules = dict(gm.named_modules())
+    for start in range(0, len(fast), per_round):
+        batch = fast[start : start + per_round]
+        with eval_mode(model), torch.inference_mode():
+            chunks = _chunks(batch, cuts, modules, means, min(batch_size, n), options.memory, device)
+            tops = torch.empty((len(batch), n, k), dtype=dtype, device=device)
+            ties = torch.zeros(len(batch), dtype=torch.long, device=device)
+            _evaluate_round(values, names, chunks, split, batch_size, k, tops, ties, device, options)
+            tops_host, ties_host = tops.cpu().numpy().astype(np.int64), ties.cpu().numpy()
+        for i, lesion in enumerate(batch):
+            yield Outcome(lesion, tops_host[i], int(ties_host[i]))
+    if slow:
+        yield from reference_outcomes(model, split, slow, k=k, batch_size=batch_size, means=means)
+
+
+def _index_dtype(n_classes: int) -> torch.dtype:
+    for dtype in (torch.uint8, torch.int16, torch.int32):
+        if n_classes <= torch.iinfo(dtype).max + 1:
+            return dtype
+    return torch.int64
+
+
+def _chunks(
+    lesions: list[Lesion],
+    cuts: dict[str, Cut],
+    modules: dict[str, nn.Module],
+    means: Mapping[str, Tensor] | None,
+    batch: int,
+    memory: int,
+    device: torch.device,
+) -> list[_Chunk]:
+    """Split a round's lesions (grouped by layer) into chunks of K = memory // (batch * row bytes)."""
+    chunks: list[_Chunk] = []
+    start = 0
+    while start < len(lesions):
+        layer, method = lesions[start].layers[0], lesions[start].method
+        cut = cuts[layer]
+        size = chunk_size(cut, batch, memory)
+        stop = start
+        while stop < len(lesions) and stop - start < size and lesions[stop].units[0][0] == layer and lesions[stop].method == method:
+            stop += 1
+        fill = _fill(cut, modules, method, means, device)
+        chunks.append(_chunk(slice(start, stop), cut, fill, [lesion.units[0][1] for lesion in lesions[start:stop]], device))
+        start = stop
+    return chunks
+
+
+def chunk_size(cut: Cut, batch: int, memory: int) -> int:
+    """K: how many lesions' tiled values (``batch * cut.row_bytes`` bytes each) fit in ``memory``."""
+    return max(1, memory // (batch * cut.row_bytes))
+
+
+def _fill(cut: Cut, modules: dict[str, nn.Module], method: str, means: Mapping[str, Tensor] | None, device: torch.device) -> Tensor:
+    """The lesioned units' replacement (0 or the mean map) carried through the channel-wise chain."""
+    if method == "zero":
+        base = torch.zeros(cut.shape, device=device)
+    else:
+        base = means[cut.layer].to(device=device, dtype=torch.float32).clone()  # type: ignore[index]
+        if tuple(base.shape) != cut.shape:
+            raise LesionError(f"means[{cut.layer!r}] has shape {tuple(base.shape)}; the layer's output per sample is {cut.shape}")
+    x = base.unsqueeze(0)
+    for node in cut.chain:
+        x = apply_node(node, modules, x)
+    return x[0]
+
+
+def _chunk(rows: slice, cut: Cut, fill: Tensor, units: list[tuple[int, ...]], device: torch.device) -> _Chunk:
+    width = max(len(u) for u in units)
+    index = torch.tensor([list(u) + [u[0]] * (width - len(u)) for u in units], device=device)  # (K, s)
+    if cut.update is None:
+        n_units = fill.shape[cut.unit_dim - 1]
+        mask = torch.zeros(len(units), n_units, dtype=torch.bool, device=device)
+        mask.scatter_(1, index, True)
+        shape = [len(units), 1] + [n_units if d == cut.unit_dim else 1 for d in range(1, fill.dim() + 1)]
+        return _Chunk(rows, cut, fill, mask.view(shape), None, None)
+    valid = torch.tensor([[1.0] * len(u) + [0.0] * (width - len(u)) for u in units], device=device)
+    weight = cut.update.weight
+    if isinstance(cut.update, nn.Linear):  # (out, C*P) -> (K, s*P, out)
+        out = weight.shape[0]
+        w = weight.view(out, fill.shape[0], -1)[:, index] * valid[None, :, :, None]
+        thin = w.permute(1, 2, 3, 0).reshape(len(units), -1, out)
+    else:  # (out, C, *kernel) -> (K*out, s, *kernel)
+        w = weight[:, index] * valid.view(1, *valid.shape, *[1] * (weight.dim() - 2))
+        thin = w.transpose(0, 1).reshape(-1, width, *weight.shape[2:])
+    return _Chunk(rows, cut, fill, None, index.flatten(), thin.contiguous())
+
+
+def _lesioned(chunk: _Chunk, values: dict[str, Tensor]) -> Tensor:
+    """The cut value for the chunk's K lesions, shape (K*B, ...)."""
+    source = values[chunk.cut.source]
+    if chunk.mask is not None:  # replace the units after the chain
+        out = torch.where(chunk.mask, chunk.fill, source.unsqueeze(0))
+    else:  # intact next layer + its response to the lesioned units' change
+        out = values[chunk.cut.cut].unsqueeze(0) + _thin(chunk, source)
+    return out.reshape(-1, *out.shape[2:])
+
+
+def _thin(chunk: _Chunk, source: Tensor) -> Tensor:
+    """The update layer's response (K, B, ...) to the lesioned units' change (fill - source) alone."""
+    index, weight, update = chunk.index, chunk.weight, chunk.cut.update
+    change = chunk.fill.index_select(0, index) - source.index_select(1, index)  # type: ignore[arg-type]
+    b, k = len(source), chunk.rows.stop - chunk.rows.start
+    if isinstance(update, nn.Linear):  # (K, B, s*P) @ (K, s*P, out)
+        return torch.bmm(change.reshape(b, k, -1).transpose(0, 1), weight)  # type: ignore[arg-type]
+    conv = _CONV_FN[weight.dim()]  # type: ignore[union-attr]
+    delta = conv(change, weight, None, update.stride, update.padding, update.dilation, k)  # type: ignore[union-attr]
+    return delta.view(b, k, -1, *delta.shape[2:]).transpose(0, 1)
+
+
+def _evaluate_round(
+    values: torch.fx.GraphModule,
+    names: list[str],
+    chunks: list[_Chunk],
+    split: Split,
+    batch_size: int,
+    k: int,
+    tops: Tensor,
+    ties: Tensor,
+    device: torch.device,
+    options: _Options,
+) -> None:
+    """Fill ``tops`` (R, N, k) and ``ties`` (R,) for the round's lesions, data batches outside."""
+    autocast = torch.autocast("cuda", options.autocast) if options.autocast is not None else nullcontext()
+    offset = 0
+    for x, _ in split.batches(batch_size):
+        x = x.to(device)
+        if options.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        b = len(x)
+        with autocast:
+            current = dict(zip(names, values(x), strict=True))
+        for chunk in chunks:
+            n = chunk.rows.stop - chunk.rows.start
+            inputs = [_lesioned(chunk, current)] + [
+                _tile(current[name], n) if tiled else current[name]
+                for name, tiled in zip(chunk.cut.carried[1:], chunk.cut.tiled[1:], strict=True)
+            ]
+            with autocast:
+                logits = chunk.cut.suffix(*inputs)
+            top, tie = topk_and_ties(logits, k)
+            tops[chunk.rows, offset : offset + b] = top.view(n, b, k).to(tops.dtype)
+            ties[chunk.rows] += tie.view(n, b).sum(1)
+        offset += b
+
+
+def _tile(value: Tensor, n: int) -> Tensor:
+    """``value`` (B, ...) repeated ``n`` times, lesion-major: (n*B, ...), always a fresh copy."""
+    return value.repeat(n, *[1] * (value.dim() - 1))
