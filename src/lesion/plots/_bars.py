@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from lesion.metrics import correct
 from lesion.store import Run
 
 
