@@ -4,13 +4,32 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from lesion.data import Dataset, load_dataset
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread() -> Iterator[None]:
+    """Tests run tiny networks: a second OpenMP thread only adds synchronisation (and, on a busy
+    2-core machine, makes each step up to 100x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def digits() -> Dataset:
+    """The embedded digits dataset (fixed stratified split)."""
+    return load_dataset("digits")
 
 
 @pytest.fixture(autouse=True)

@@ -100,6 +100,23 @@ def layers(
     console.print(table)
 
 
+def _model_and_split(
+    model: str | None,
+    checkpoint: Path | None,
+    model_arg: list[str] | None,
+    data: str,
+    data_dir: Path | None,
+    normalize: str | None,
+    limit: int | None,
+) -> tuple[Any, Any]:
+    """The model in eval mode and the first ``limit`` samples of the dataset's test split."""
+    from lesion.data import load_dataset
+    from lesion.models import load_model
+
+    net = load_model(model, checkpoint, **parse_kwargs(model_arg))
+    return net, load_dataset(data, data_dir, normalize=normalize, train=False).test.head(limit)
+
+
 @app.command()
 def sweep(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (created; rerun into it to resume).")],
@@ -122,11 +139,8 @@ def sweep(
     Example: lesion sweep -m meyes2019-mlp -c net.pt -d mnist -l fc1 --plan pairs -o runs/pairs
     """
     import lesion
-    from lesion.data import load_dataset
-    from lesion.models import load_model
 
-    net = load_model(model, checkpoint, **parse_kwargs(model_arg))
-    split = load_dataset(data, data_dir, normalize=normalize).test.head(limit)
+    net, split = _model_and_split(model, checkpoint, model_arg, data, data_dir, normalize, limit)
     make = lesion.single if plan is PlanKind.single else lesion.pairs
     run = lesion.sweep(
         net, split, make(net, select, method.value), out, model_name=model or str(checkpoint),
@@ -165,11 +179,8 @@ def estimate(
     Example: lesion estimate -c runs/demo/model.pt -d digits -l "fc1;fc2"
     """
     import lesion
-    from lesion.data import load_dataset
-    from lesion.models import load_model
 
-    net = load_model(model, checkpoint, **parse_kwargs(model_arg))
-    split = load_dataset(data, data_dir, normalize=normalize).test.head(limit)
+    net, split = _model_and_split(model, checkpoint, model_arg, data, data_dir, normalize, limit)
     names = list(lesion.select(lesion.layers(net), select))
     means = lesion.unit_means(net, names, split.batches(batch_size)) if method is Method.mean else None
     table = lesion.estimate(net, split, names, method=method.value, means=means, batch_size=batch_size)

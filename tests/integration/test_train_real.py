@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from lesion.data import Dataset, load_dataset
 from lesion.train import train_model
@@ -28,15 +26,6 @@ def real(name: str, normalize: str = "unit") -> Dataset:
     if missing:
         pytest.skip(f"{name} files {missing} not found in {DATA_DIR / name}: set LESION_DATA_DIR to the shared datasets")
     return load_dataset(name, DATA_DIR, normalize=normalize)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Small networks: a second OpenMP thread mostly adds synchronisation on a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_mlp_learns_mnist_in_two_epochs() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,26 +11,12 @@ import torch
 from torch import nn
 
 from lesion import Lesion, LesionError, lesioned
-from lesion.data import Dataset, Split, load_dataset
+from lesion.data import Dataset, Split
 from lesion.models import build_model
 from lesion.train import recover, recover_instances, recover_iterative, should_stop, train_model
 from lesion.train._recover import frozen_modules
 
 SGD = {"lr": 0.02, "momentum": 0.9, "batch_size": 32}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Tiny matrices: a second OpenMP thread only adds synchronisation (very slow on a busy machine).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits() -> Dataset:
-    return load_dataset("digits")
 
 
 @pytest.fixture(scope="module")

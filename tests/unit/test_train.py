@@ -4,34 +4,18 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
 from lesion import LesionError
-from lesion.data import Dataset, load_dataset
+from lesion.data import Dataset
 from lesion.models import CHECKPOINT_FORMAT, build_model, load_checkpoint, load_model
 from lesion.train import _train as train_module
 from lesion.train import train_model, train_population
 
 HP = {"epochs": 2, "lr": 0.05, "momentum": 0.9, "batch_size": 32, "model_kwargs": {"in_features": 64}}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Tiny matrices: a second OpenMP thread only adds synchronisation, and on a shared,
-    # busy machine it can make each step ~100x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits() -> Dataset:
-    return load_dataset("digits")
 
 
 def state_bytes(state: dict[str, torch.Tensor]) -> bytes:

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
-from lesion._errors import LesionError
-from lesion.attributes._arrays import as_numpy, check_int
+from lesion._errors import LesionError, check_int
+from lesion.attributes._arrays import as_numpy
 
 NO_CLASS = -1
 """Class index reported where no class stands out (all classes equal)."""

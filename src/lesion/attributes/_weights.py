@@ -7,8 +7,8 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
-from lesion._errors import LesionError, closest
-from lesion.attributes._arrays import check_int, per_unit
+from lesion._errors import LesionError, check_int, closest
+from lesion.attributes._arrays import per_unit
 
 INIT_DISTRIBUTIONS = ("kaiming_uniform",)
 """Reference distributions `mann_whitney_vs_init_distribution` can draw from."""

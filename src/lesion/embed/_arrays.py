@@ -27,12 +27,3 @@ def points(
         raise LesionError(f"{name}: expected finite values, got NaN or infinite entries")
     return array
 
-
-def check_int(name: str, value: object, low: int, high: int | None = None, why: str = "") -> int:
-    """`value` as an int if it is an integer in low..high (high None: no upper bound)."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        number = int(value)
-        if number >= low and (high is None or number <= high):
-            return number
-    expected = f"an integer in {low}..{high}" if high is not None else f"an integer >= {low}"
-    raise LesionError(f"{name}: expected {expected}{why}, got {value!r}")

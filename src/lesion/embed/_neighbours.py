@@ -7,8 +7,8 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from sklearn.neighbors import NearestNeighbors
 
-from lesion._errors import LesionError
-from lesion.embed._arrays import check_int, points
+from lesion._errors import LesionError, check_int
+from lesion.embed._arrays import points
 
 
 def neighbourhood_hit(embedding: ArrayLike, labels: ArrayLike, k: int = 6) -> float:

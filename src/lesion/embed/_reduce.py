@@ -9,9 +9,9 @@ from numpy.typing import ArrayLike, NDArray
 from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
-from lesion._errors import LesionError
+from lesion._errors import LesionError, check_int
 from lesion.embed._align import procrustes_align
-from lesion.embed._arrays import check_int, points
+from lesion.embed._arrays import points
 
 INPUT = "input"
 """Key of the raw data's embedding in the result of `horizontal_reduction`."""
