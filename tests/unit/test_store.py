@@ -110,7 +110,9 @@ def test_foreign_and_unwritable_directories_are_refused(tmp_path):
     a_file.write_text("x")
     with pytest.raises(LesionError, match="is a file"):
         lesion.sweep(model, data, lesion.single(model, "hidden"), a_file)
-    if os.geteuid() != 0:  # root can write anywhere
+    with pytest.raises(LesionError, match="not writable"):  # a path below a file cannot be created, even by root
+        lesion.sweep(model, data, lesion.single(model, "hidden"), a_file / "run")
+    if os.geteuid() != 0:  # root can write into a read-only directory
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
         with pytest.raises(LesionError, match="not writable"):
