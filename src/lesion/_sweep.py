@@ -18,18 +18,10 @@ from lesion._progress import progress_bar
 from lesion.data import Split
 from lesion.engine import default_k, eval_mode, evaluate, model_device, reference_outcomes
 from lesion.metrics import class_metrics
+from lesion.models import model_fingerprint
 from lesion.plans import Plan
 from lesion.store import FORMAT, Run, RunDB
 from lesion.store._db import versions
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """sha256 of the module structure and every parameter and buffer."""
-    h = hashlib.sha256(repr(model).encode())
-    for name, tensor in model.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def _means_fingerprint(means: Mapping[str, Tensor]) -> str:

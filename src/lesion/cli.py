@@ -341,10 +341,12 @@ def train(
 
 def _register_studies() -> None:
     """The studies' commands live beside their studies (each imports only typer at import time)."""
-    from lesion.studies import cli_meyes2019_mlp, cli_meyes2020_cnn
+    from lesion.studies import cli_meyes2019_mlp, cli_meyes2019_vgg, cli_meyes2020_cnn
 
     reproduce_app.command("meyes2019-mlp")(cli_meyes2019_mlp.command)
+    reproduce_app.command("meyes2019-vgg")(cli_meyes2019_vgg.command)
     reproduce_app.command("meyes2020-cnn")(cli_meyes2020_cnn.command)
+    app.command("recover")(cli_meyes2019_vgg.recover_command)
 
 
 _register_studies()

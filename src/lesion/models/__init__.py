@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from lesion.models._load import CHECKPOINT_FORMAT, build_model, load_checkpoint, load_model
+from lesion.models._load import (
+    CHECKPOINT_FORMAT,
+    build_model,
+    load_checkpoint,
+    load_model,
+    model_fingerprint,
+)
 from lesion.models._meyes import meyes2019_mlp, meyes2020_cnn
 
 MODELS = (
@@ -19,4 +25,5 @@ __all__ = [
     "load_model",
     "meyes2019_mlp",
     "meyes2020_cnn",
+    "model_fingerprint",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import pickle
 from collections.abc import Callable, Mapping
@@ -114,3 +115,13 @@ def load_model(
         except RuntimeError as exc:
             raise LesionError(f"checkpoint {str(checkpoint)!r} does not fit model {name!r}: {exc}") from None
     return model.eval()
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 of the module structure and every parameter and buffer (names, dtypes, shapes, bytes)."""
+    h = hashlib.sha256(repr(model).encode())
+    for name, value in model.state_dict().items():
+        tensor = value.detach().cpu().contiguous()
+        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

@@ -13,17 +13,31 @@ from lesion.plots._mlp import (
     LesionOutcomeView,
     WeightMaps,
 )
+from lesion.plots._vgg import (
+    ClassDepthProfile,
+    DepthProfile,
+    IterativeRecoveryCurve,
+    LesionPointComparison,
+    RecoveryCurves,
+    SortedClassDrops,
+)
 
 __all__ = [
     "AttributeDropScatter",
+    "ClassDepthProfile",
     "ClassOutcomeBars",
     "ClassSpreadLines",
     "CoefficientDensity",
+    "DepthProfile",
     "EmbeddingView",
+    "IterativeRecoveryCurve",
     "LayerEmbeddings",
     "LayerLesionBars",
     "LesionOutcomeView",
+    "LesionPointComparison",
     "NeuronPopulation",
+    "RecoveryCurves",
+    "SortedClassDrops",
     "WeightMaps",
     "save_figure",
 ]

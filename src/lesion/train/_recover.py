@@ -19,7 +19,6 @@ Accuracies in the histories are fractions in [0, 1]; ``top5`` is top-``min(5, n_
 from __future__ import annotations
 
 import copy
-import hashlib
 import pickle
 import time
 from collections.abc import Callable, Generator, Sequence
@@ -39,6 +38,7 @@ from lesion._units import Layer, layers
 from lesion.data import Dataset, Split
 from lesion.engine import default_k, evaluate
 from lesion.metrics import class_metrics
+from lesion.models import model_fingerprint
 from lesion.plans._fraction import fraction as fraction_plan
 from lesion.plans._fraction import group_size
 from lesion.train._train import (
@@ -331,7 +331,7 @@ def recover_iterative(
         "min_epochs": min_epochs, "patience": patience, "min_delta": float(min_delta), "max_epochs": max_epochs,
         "lr": float(lr), "momentum": float(momentum), "batch_size": batch_size, "freeze": freeze,
         "dataset": dataset.name, "train_fingerprint": train.fingerprint(),
-        "test_fingerprint": dataset.test.fingerprint(), "model_fingerprint": state_fingerprint(model),
+        "test_fingerprint": dataset.test.fingerprint(), "model_fingerprint": model_fingerprint(model),
     }
     work = copy.deepcopy(model)
     done, baseline = _resume(Path(out_dir) if out_dir is not None else None, config, work)
@@ -365,16 +365,6 @@ def recover_iterative(
 def derive_seed(seed: int, *keys: int) -> int:
     """An independent 32-bit seed for ``(seed, *keys)`` (numpy ``SeedSequence``)."""
     return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
-
-
-def state_fingerprint(model: nn.Module) -> str:
-    """sha256 of the model's state dict (names, dtypes, shapes and bytes)."""
-    h = hashlib.sha256()
-    for name, value in model.state_dict().items():
-        tensor = value.detach().to("cpu").contiguous()
-        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        h.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return h.hexdigest()
 
 
 def frozen_modules(model: nn.Module, lesion: Lesion) -> list[nn.Module]:
