@@ -153,7 +153,7 @@ def _print_summary(run: lesion.Run, top: int = 5) -> None:  # type: ignore[name-
     from lesion.studies._summary import run_summary
 
     summary = run_summary(run, top=top)
-    console.print(summary.text, highlight=False)
+    console.print(summary.text, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -229,7 +229,7 @@ def demo(
     from lesion.studies.demo import run_demo
 
     result = run_demo(out, seed=seed, epochs=epochs, progress=True)
-    console.print(result.summary.text, highlight=False)
+    console.print(result.summary.text, highlight=False, soft_wrap=True)
     for path in result.figures:
         console.print(f"wrote {path}")
 
