@@ -84,7 +84,7 @@ class Split:
             for x, y in loader:
                 yield x, y.long()
 
-    def subset(self, indices: Sequence[int] | Tensor, name: str | None = None) -> Split:
+    def subset(self, indices: Sequence[int] | Tensor | np.ndarray, name: str | None = None) -> Split:
         """The split restricted to ``indices`` (in that order)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         inputs = self.inputs[idx] if isinstance(self.inputs, Tensor) else Subset(self.inputs, idx.tolist())

@@ -37,11 +37,8 @@ and ``summary.md``. Rerunning into it resumes every stage.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -51,7 +48,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lesion._errors import LesionError, closest
+from lesion._errors import LesionError, check_int, closest
 from lesion._lesion import Lesion
 from lesion._sweep import sweep
 from lesion._threads import torch_threads
@@ -62,6 +59,7 @@ from lesion.plans import Plan
 from lesion.plans._fraction import fraction
 from lesion.store import Run
 from lesion.studies import _vgg_analysis as analysis
+from lesion.studies._common import StageTimings, claim_study, file_sha256
 from lesion.studies._vgg_recovery import PROTOCOLS, RecoveryResult, history_tables, run_recovery
 
 STUDY = "meyes2019-vgg"
@@ -72,7 +70,7 @@ SMALL_DATA = ("fashion-mnist", "mnist")
 SMALL_MODEL = "vgg11_bn"
 SMALL_CLASSIFIER_WIDTH = 128
 #: SGD of the small network's training (ours; the paper used torchvision's pretrained VGG-19-BN).
-TRAIN_SGD = {"lr": 0.01, "momentum": 0.9, "batch_size": 64}
+TRAIN_SGD: dict[str, Any] = {"lr": 0.01, "momentum": 0.9, "batch_size": 64}
 #: The paper's recovery protocols: 25 % groups, 5 instances x 5 epochs; iterative with stopping rule.
 RECOVERY_FRACTION = 0.25
 
@@ -224,7 +222,7 @@ def run_meyes2019_vgg(
         max_epochs=max_epochs, max_iterations=max_iterations, seed=seed,
     )
     out = Path(out)
-    _claim(out, config)
+    claim_study(out, STUDY, config)
     with torch_threads(threads) if threads else contextlib.nullcontext():
         return _run(out, config, data_dir, weights, train_dir, val_dir, classes, recovery_layers, progress)
 
@@ -234,10 +232,10 @@ def _run(
     train_dir: str | Path | None, val_dir: str | Path | None, classes: Sequence[str] | None,
     recovery_layers: Sequence[str] | None, progress: bool,
 ) -> Meyes2019VggResult:
-    timings = _Timings.load(out / "timings.json")
+    timings = StageTimings.load(out / "timings.json")
     net, dataset = _model(out, config, data_dir, weights, train_dir, val_dir, timings, progress)
     split = seeded_subset(dataset.test, config["eval_samples"], config["seed"])
-    with timings.stage("sweep"):
+    with timings.stage("sweep", cached=True):
         run, plans = _sweep(net, split, config, out / "lesions", progress)
     convs = vgg_conv_layers(net)
     depth = analysis.layer_drops(run, plans, point_layers={"block": convs})
@@ -247,7 +245,7 @@ def _run(
     chosen = _recovery_layers(recovery_layers, ranking, convs)
     results = []
     if config["recovery"]:
-        with timings.stage("recovery"):
+        with timings.stage("recovery", cached=True):
             results = _recover(net, dataset, split, chosen, config, out / "recovery", progress)
     intact = run.table("top1").loc["intact", "all"], run.table("topk").loc["intact", "all"]
     result = Meyes2019VggResult(
@@ -258,7 +256,7 @@ def _run(
     _write_tables(result)
     from lesion.studies._vgg_report import draw_figures, summary_markdown
 
-    with timings.stage("figures", redone=True):
+    with timings.stage("figures"):
         figures = draw_figures(result)
     result = replace(result, figures=figures, timings=dict(timings.seconds), summary=out / "summary.md")
     (out / "summary.md").write_text(summary_markdown(result))
@@ -278,11 +276,11 @@ def _config(**settings: Any) -> dict[str, Any]:
     if not fractions or any(not 0 < p <= 1 for p in [*fractions, *([compare] if compare is not None else [])]):
         raise LesionError(f"fractions and compare_fraction must be proportions in (0, 1] (0.1 for 10 %), got {fractions}, {compare}")
     for name in ("epochs", "width_divisor", "instances", "recovery_epochs", "max_epochs", "max_iterations"):
-        _check_int(name, s[name], 1)
-    _check_int("seed", s["seed"], 0)
+        check_int(name, s[name], 1)
+    check_int("seed", s["seed"], 0)
     for name in ("eval_samples", "train_samples", "recovery_samples"):
         if s[name] is not None:
-            _check_int(name, s[name], 10)
+            check_int(name, s[name], 10)
     if s["small"]:
         if s["data"] not in SMALL_DATA:
             raise LesionError(f"data must be one of {SMALL_DATA} for the small VGG, got {s['data']!r}{closest(str(s['data']), SMALL_DATA)}")
@@ -298,7 +296,7 @@ def _config(**settings: Any) -> dict[str, Any]:
             raise LesionError("recovery needs the training images: give train_dir (--train-dir DIR) or recovery=False (--no-recovery)")
         model = s["model"] or "vgg19_bn"
         source = {
-            "data": "folder", "weights_sha256": _sha256(Path(s["weights"])), "model_kwargs": dict(s["model_kwargs"] or {}),
+            "data": "folder", "weights_sha256": file_sha256(Path(s["weights"]), "weights"), "model_kwargs": dict(s["model_kwargs"] or {}),
             "val_dir": str(Path(s["val_dir"]).resolve()),
             "train_dir": None if s["train_dir"] is None else str(Path(s["train_dir"]).resolve()),
         }
@@ -311,68 +309,9 @@ def _config(**settings: Any) -> dict[str, Any]:
     }
 
 
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise LesionError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    if not path.is_file():
-        raise LesionError(f"weights {str(path)!r} does not exist or is not a file")
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _claim(out: Path, config: dict[str, Any]) -> None:
-    """Write ``out/study.json``, or refuse a directory made with other settings."""
-    path = out / "study.json"
-    if path.is_file():
-        stored = json.loads(path.read_text())
-        if stored != json.loads(json.dumps(config)):
-            differ = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
-            raise LesionError(f"out {str(out)!r} holds a {STUDY} study with other settings (differs in {differ}); use a new --out")
-        return
-    if out.is_dir() and any(out.iterdir()):
-        raise LesionError(f"out {str(out)!r} is not empty and holds no study.json; choose a new or empty directory")
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config, indent=1))
-
-
-@dataclass
-class _Timings:
-    """Wall seconds per stage, kept in a JSON file.
-
-    Every stage resumes, so a stage timed once has finished: a rerun that only reads its results
-    back keeps the earlier time (figures, always redrawn, are timed again).
-    """
-
-    path: Path
-    seconds: dict[str, float]
-
-    @classmethod
-    def load(cls, path: Path) -> _Timings:
-        return cls(path, json.loads(path.read_text()) if path.is_file() else {})
-
-    @contextmanager
-    def stage(self, name: str, redone: bool = False) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        if redone or name not in self.seconds:
-            self.seconds[name] = round(time.perf_counter() - start, 1)
-            self.path.write_text(json.dumps(self.seconds, indent=1))
-
-
-# --- stages -------------------------------------------------------------------------------
-
-
 def _model(
     out: Path, config: dict[str, Any], data_dir: str | Path | None, weights: str | Path | None,
-    train_dir: str | Path | None, val_dir: str | Path | None, timings: _Timings, progress: bool,
+    train_dir: str | Path | None, val_dir: str | Path | None, timings: StageTimings, progress: bool,
 ) -> tuple[nn.Module, Dataset]:
     """The network in eval mode and its dataset (the small one trained once and saved as ``out/model.pt``)."""
     if not config["small"]:
@@ -382,7 +321,7 @@ def _model(
     if config["train_samples"] is not None and dataset.train is not None:
         dataset = Dataset(dataset.name, dataset.test, dataset.train.head(config["train_samples"]))
     saved = out / "model.pt"
-    with timings.stage("train"):
+    with timings.stage("train", cached=True):
         if not saved.is_file():
             _train(dataset, config, saved, progress)
     return load_model(checkpoint=saved), dataset

@@ -34,12 +34,8 @@ sweep continues where it stopped and finished captures and embeddings are read b
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -49,7 +45,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lesion._errors import LesionError, closest
+from lesion._errors import LesionError, check_int, closest
 from lesion._lesion import Lesion, lesioned
 from lesion._sweep import sweep
 from lesion.data import Dataset, Split, load_dataset
@@ -59,6 +55,7 @@ from lesion.plans import fraction, single
 from lesion.stats import Correlation
 from lesion.store import Run
 from lesion.studies import _cnn_analysis as analysis
+from lesion.studies._common import StageTimings, claim_study, file_sha256
 
 STUDY = "meyes2020-cnn"
 MODEL = "meyes2020-cnn"
@@ -206,8 +203,8 @@ def run_meyes2020_cnn(
     config = _config(dataset, checkpoint, epochs, seed, draws, fractions, embed_samples, limit, train_limit, width)
     out = Path(out)
     data = _dataset(config, data_dir)
-    _claim(out, config)
-    timings = _Timings.load(out / "timings.json")
+    claim_study(out, STUDY, {key: value for key, value in config.items() if key != "embed_samples"})
+    timings = StageTimings.load(out / "timings.json")
     model = _model(out, config, data, checkpoint, timings, progress)
     split = data.test.head(limit)
     with timings.stage("sweep"):
@@ -276,17 +273,17 @@ def _config(
     for name, value, low in (
         ("epochs", epochs, 1), ("seed", seed, 0), ("draws", draws, 1), ("embed_samples", embed_samples, 10), ("width", width, 1)
     ):
-        _check_int(name, value, low)
+        check_int(name, value, low)
     for name, optional in (("limit", limit), ("train_limit", train_limit)):
         if optional is not None:
-            _check_int(name, optional, 1)
+            check_int(name, optional, 1)
     fractions = [float(p) for p in fractions]
     if not fractions or any(not 0 < p <= 1 for p in fractions):
         raise LesionError(f"fractions must be proportions in (0, 1] (0.5 for 50 %), got {fractions}")
     return {
         "study": STUDY,
         "dataset": dataset,
-        "checkpoint_sha256": None if checkpoint is None else _sha256(Path(checkpoint)),
+        "checkpoint_sha256": None if checkpoint is None else file_sha256(Path(checkpoint), "checkpoint"),
         "epochs": None if checkpoint is not None else epochs,
         "train_limit": None if checkpoint is not None else train_limit,
         "width": width,
@@ -296,55 +293,6 @@ def _config(
         "limit": limit,
         "embed_samples": embed_samples,
     }
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise LesionError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _sha256(path: Path) -> str:
-    if not path.is_file():
-        raise LesionError(f"checkpoint {str(path)!r} does not exist or is not a file")
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _claim(out: Path, config: dict[str, Any]) -> None:
-    """Write ``out/study.json``, or refuse a directory made with other settings."""
-    identity = {key: value for key, value in config.items() if key != "embed_samples"}
-    path = out / "study.json"
-    if path.is_file():
-        stored = json.loads(path.read_text())
-        if stored != identity:
-            differ = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
-            raise LesionError(
-                f"out {str(out)!r} holds a {STUDY} study with other settings (differs in {differ}); use a new --out"
-            )
-        return
-    if out.is_dir() and any(out.iterdir()):
-        raise LesionError(f"out {str(out)!r} is not empty and holds no study.json; choose a new or empty directory")
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(identity, indent=1))
-
-
-@dataclass
-class _Timings:
-    """Wall seconds per stage, kept in a JSON file; a stage read from a cache keeps its earlier time."""
-
-    path: Path
-    seconds: dict[str, float]
-
-    @classmethod
-    def load(cls, path: Path) -> _Timings:
-        return cls(path, json.loads(path.read_text()) if path.is_file() else {})
-
-    @contextmanager
-    def stage(self, name: str, cached: bool = False) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        if not cached or name not in self.seconds:
-            self.seconds[name] = round(time.perf_counter() - start, 1)
-            self.path.write_text(json.dumps(self.seconds, indent=1))
 
 
 # --- stages -------------------------------------------------------------------------------
@@ -358,7 +306,7 @@ def _dataset(config: dict[str, Any], data_dir: str | Path | None) -> Dataset:
 
 
 def _model(
-    out: Path, config: dict[str, Any], data: Dataset, checkpoint: str | Path | None, timings: _Timings, progress: bool
+    out: Path, config: dict[str, Any], data: Dataset, checkpoint: str | Path | None, timings: StageTimings, progress: bool
 ) -> nn.Module:
     """The CNN from ``checkpoint``, or trained with the paper's settings and saved as ``out/model.pt``."""
     if checkpoint is not None:
