@@ -153,3 +153,13 @@ def test_population_refuses_a_different_config(digits: Dataset, tmp_path: Path, 
 def test_population_seeds_must_be_distinct(digits: Dataset, tmp_path: Path) -> None:
     with pytest.raises(LesionError, match="seeds must be distinct"):
         train_population("meyes2019-mlp", digits, [0, 0], tmp_path, **HP)
+
+
+def test_population_in_two_processes_equals_sequential(tmp_path, digits) -> None:
+    hp = {**HP, "epochs": 1}
+    seq = train_population("meyes2019-mlp", digits, [0, 1], tmp_path / "seq", **hp)
+    par = train_population("meyes2019-mlp", digits, [0, 1], tmp_path / "par", workers=2, **hp)
+    for a, b in zip(seq, par, strict=True):
+        ca, cb = load_checkpoint(a), load_checkpoint(b)
+        assert all(torch.equal(ca["trained"][k], cb["trained"][k]) for k in ca["trained"])
+    assert (tmp_path / "par" / "population.json").read_text() == (tmp_path / "seq" / "population.json").read_text()

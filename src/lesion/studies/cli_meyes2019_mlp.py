@@ -18,6 +18,7 @@ def command(
     seed: Annotated[int, typer.Option(help="First training seed; also seeds the t-SNE.")] = 0,
     limit: Annotated[int | None, typer.Option(help="Evaluate on the first N test samples only (training uses all).")] = None,
     alpha: Annotated[float, typer.Option(help="False discovery rate of the Benjamini-Hochberg correction.")] = 0.05,
+    workers: Annotated[int | None, typer.Option(help="Networks trained at once, one process each (default: one per CPU core).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet", help="Show progress bars.")] = True,
 ) -> None:
     """Meyes et al. (2019): single and pairwise unit lesions of a population of 784-20-10-10 MLPs.
@@ -36,7 +37,7 @@ def command(
 
     result = run_meyes2019_mlp(
         out, data=data, data_dir=data_dir, networks=networks, epochs=epochs, population=population,
-        seed=seed, limit=limit, alpha=alpha, progress=progress,
+        seed=seed, limit=limit, alpha=alpha, workers=workers, progress=progress,
     )
     console = Console()
     console.print(markdown_table(result.summary), highlight=False, soft_wrap=True)

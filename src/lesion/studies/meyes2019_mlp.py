@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lesion._errors import LesionError
+from lesion._errors import LesionError, check_int
 from lesion._lesion import Lesion
 from lesion._sweep import sweep
 from lesion._threads import torch_threads
@@ -118,6 +118,7 @@ def run_meyes2019_mlp(
     limit: int | None = None,
     alpha: float = 0.05,
     engine: str = "auto",
+    workers: int | None = None,
     progress: bool = False,
 ) -> Meyes2019Result:
     """Reproduce the 2019 MLP study: train, lesion, analyse, draw, summarise.
@@ -144,6 +145,8 @@ def run_meyes2019_mlp(
     alpha : float, default=0.05
         False discovery rate of the Benjamini-Hochberg correction.
     engine : {"auto", "fast", "reference"}, default="auto"
+    workers : int, optional
+        Networks trained at once, one process and one thread each (default: one per CPU core).
     progress : bool, default=False
         Progress bars on stderr.
 
@@ -151,20 +154,17 @@ def run_meyes2019_mlp(
     -------
     Meyes2019Result
     """
-    _check_int("networks", networks, 1)
-    _check_int("epochs", epochs, 1)
-    _check_int("seed", seed, 0)
+    check_int("networks", networks, 1)
+    check_int("epochs", epochs, 1)
+    check_int("seed", seed, 0)
     if limit is not None:
-        _check_int("limit", limit, 10)
+        check_int("limit", limit, 10)
+    workers = check_int("workers", workers if workers is not None else os.cpu_count() or 1, 1)
     if not 0 < alpha < 1:
         raise LesionError(f"alpha: expected a false discovery rate in (0, 1), got {alpha!r}")
     with torch_threads(1):
-        return _Study(Path(out), data, data_dir, networks, epochs, population, seed, limit, alpha, engine, progress).run()
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise LesionError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+        study = _Study(Path(out), data, data_dir, networks, epochs, population, seed, limit, alpha, engine, progress)
+        return study.run(workers)
 
 
 @contextmanager
@@ -193,9 +193,9 @@ class _Study:
         if not isinstance(self.split.inputs, torch.Tensor):
             raise LesionError(f"data: expected an in-memory dataset (digits, the MNIST family), got {data!r}")
 
-    def run(self) -> Meyes2019Result:
+    def run(self, workers: int) -> Meyes2019Result:
         with _timed(self.timings, "train population"):
-            checkpoints = self._checkpoints()
+            checkpoints = self._checkpoints(workers)
         attributes: list[pd.DataFrame] = []
         effects: list[pd.DataFrame] = []
         pair_tables: list[pd.DataFrame] = []
@@ -243,7 +243,7 @@ class _Study:
             summary, summary_path, figures, tables, dict(self.timings),
         )
 
-    def _checkpoints(self) -> list[Path]:
+    def _checkpoints(self, workers: int) -> list[Path]:
         if self.population is not None:
             return _population_checkpoints(Path(self.population), self.networks, self.dataset.name)
         from lesion.train import PRESETS, train_population
@@ -252,7 +252,8 @@ class _Study:
         in_features = int(np.prod(self.dataset.test.input_shape))
         return train_population(
             MODEL, self.dataset, range(self.seed, self.seed + self.networks), self.out / "population",
-            epochs=self.epochs, model_kwargs={"in_features": in_features}, progress=self.progress, eval_every_epoch=False, **hparams,
+            epochs=self.epochs, model_kwargs={"in_features": in_features}, progress=self.progress, eval_every_epoch=False,
+            workers=workers, **hparams,
         )
 
     def _attributes(self, model: torch.nn.Module, checkpoint: dict[str, Any], network: int, run_dir: Path) -> pd.DataFrame:

@@ -294,6 +294,7 @@ def train_population(
     progress: bool = False,
     eval_every_epoch: bool = True,
     device: str = "cpu",
+    workers: int = 1,
 ) -> list[Path]:
     """Train one network per seed into ``out_dir``; resumable.
 
@@ -310,6 +311,9 @@ def train_population(
         Created if missing. A directory holding a population with a different config is refused.
     epochs, lr, momentum, batch_size, model_kwargs, progress, eval_every_epoch, device
         As for :func:`train_model`.
+    workers : int, default=1
+        Networks trained at once, each in its own process on one torch thread (the bytes equal a
+        one-thread sequential run's). On a 2-core machine ``workers=2`` halves a population's time.
 
     Returns
     -------
@@ -328,24 +332,51 @@ def train_population(
     )
     out = Path(out_dir)
     manifest = _read_manifest(out, common)
-    paths = []
-    for seed in seeds:
-        path = out / f"seed-{seed:03d}.pt"
-        config = {**common, "seed": seed}
+    check_int("workers", workers)
+    paths = [out / f"seed-{seed:03d}.pt" for seed in seeds]
+    configs = [{**common, "seed": seed} for seed in seeds]
+    todo = [(config, path) for config, path in zip(configs, paths, strict=True) if _finished(path, config) is None]
+    if workers > 1 and len(todo) > 1:
+        _train_in_processes(todo, dataset, workers, eval_every_epoch, device, progress)
+    else:
+        for config, path in todo:
+            _atomic_save(_train(config, dataset, progress=progress, eval_every_epoch=eval_every_epoch, device=device), path)
+    for seed, config, path in zip(seeds, configs, paths, strict=True):
         checkpoint = _finished(path, config)
-        if checkpoint is None:
-            checkpoint = _train(config, dataset, progress=progress, eval_every_epoch=eval_every_epoch, device=device)
-            _atomic_save(checkpoint, path)
-        final = checkpoint["history"][-1]
+        final = checkpoint["history"][-1]  # type: ignore[index]
         manifest["seeds"][str(seed)] = {
             "file": path.name,
             "test_acc": final["test_acc"],
             "train_acc": final["train_acc"],
             "loss": final["loss"],
         }
-        _atomic_write_text(json.dumps(manifest, indent=2, sort_keys=True), out / POPULATION_FILE)
-        paths.append(path)
+    _atomic_write_text(json.dumps(manifest, indent=2, sort_keys=True), out / POPULATION_FILE)
     return paths
+
+
+def _train_in_processes(
+    todo: list[tuple[dict[str, Any], Path]], dataset: Dataset, workers: int, eval_every_epoch: bool, device: str,
+    progress: bool,
+) -> None:
+    """Train each (config, path) in its own spawned process, ``workers`` at a time, one torch thread each.
+
+    A checkpoint depends only on its config (and the thread count), so the bytes equal a sequential
+    run's on one thread.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    context = multiprocessing.get_context("spawn")
+    with progress_bar(len(todo), "networks", enabled=progress) as advance, ProcessPoolExecutor(workers, context) as pool:
+        futures = [pool.submit(_train_to_file, config, dataset, path, eval_every_epoch, device) for config, path in todo]
+        for future in as_completed(futures):
+            future.result()
+            advance(1)
+
+
+def _train_to_file(config: dict[str, Any], dataset: Dataset, path: Path, eval_every_epoch: bool, device: str) -> None:
+    torch.set_num_threads(1)
+    _atomic_save(_train(config, dataset, progress=False, eval_every_epoch=eval_every_epoch, device=device), path)
 
 
 def _read_manifest(out: Path, common: dict[str, Any]) -> dict[str, Any]:
