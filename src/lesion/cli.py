@@ -303,6 +303,7 @@ def train(
     batch_size: Annotated[int | None, typer.Option(help="Default: 64.")] = None,
     model_arg: ModelArgOpt = None,
     threads: Annotated[int, typer.Option(help="torch threads (0: torch's default). Tiny networks train fastest on 1.")] = 0,
+    workers: Annotated[int, typer.Option(help="Seeds trained at once, one process and one thread each (e.g. one per core).")] = 1,
 ) -> None:
     """Train one network per seed with SGD + momentum on the cross-entropy loss (the papers' recipe).
 
@@ -327,7 +328,8 @@ def train(
     dataset = load_dataset(data, data_dir, normalize=normalize)
     with torch_threads(threads) if threads else contextlib.nullcontext():
         paths = train_population(
-            model, dataset, parse_seeds(seeds), out, model_kwargs=parse_kwargs(model_arg), progress=True, **hparams
+            model, dataset, parse_seeds(seeds), out, model_kwargs=parse_kwargs(model_arg), progress=True,
+            workers=workers, **hparams,
         )
     import json
 
