@@ -44,8 +44,8 @@ from lesion.engine._split_graph import (
 #: Default byte budget for the tiled activations of one chunk (tiles of a few M elements were fastest on CPU).
 DEFAULT_MEMORY = 64 * 2**20
 #: Bytes of top-k results kept on the device per round of lesions: a round commits together, so it
-#: is kept small enough to show progress and lose little when a run is killed (~80 lesions at N = 10,000).
-ROUND_BYTES = 32 * 2**20
+#: is kept small enough to show progress and lose little when a run is killed (~80 lesions at N = 10,000, k = 5).
+ROUND_BYTES = 4 * 2**20
 _CONV_FN = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}
 
 
