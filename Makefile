@@ -27,9 +27,19 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
-bench: $(VENV)/.installed
-	$(BIN)/pip install -q captum || echo "captum not installable: the bench runs without it"
-	$(BIN)/python bench/run.py
+# The benchmark's peers (Captum) live in their own environment, never in the project's.
+BENCH := bench/.venv/bin
+$(BENCH)/python:
+	$(PY) -m venv bench/.venv
+
+bench/.venv/.installed: pyproject.toml | $(BENCH)/python
+	$(BENCH)/pip install -q "torch==2.13.0" || $(BENCH)/pip install -q "torch>=2.2"
+	$(BENCH)/pip install -q -e .
+	$(BENCH)/pip install -q captum || echo "captum not installable: the bench runs without it"
+	touch $@
+
+bench: bench/.venv/.installed
+	$(BENCH)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) bench/.venv runs
