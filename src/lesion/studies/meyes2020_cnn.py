@@ -207,7 +207,7 @@ def run_meyes2020_cnn(
     timings = StageTimings.load(out / "timings.json")
     model = _model(out, config, data, checkpoint, timings, progress)
     split = data.test.head(limit)
-    with timings.stage("sweep"):
+    with timings.stage("sweep", cached=True):  # a resumed sweep keeps the time of the run that finished it
         run = _sweep(model, split, config, out / "lesions", progress)
     with timings.stage("capture", cached=(out / "activations" / "intact.npy").is_file()):
         activations = _capture(model, split, out / "activations" / "intact.npy", progress)
