@@ -108,12 +108,19 @@ def _model_and_split(
     data_dir: Path | None,
     normalize: str | None,
     limit: int | None,
+    device: str = "cpu",
 ) -> tuple[Any, Any]:
-    """The model in eval mode and the first ``limit`` samples of the dataset's test split."""
+    """The model in eval mode on ``device`` and the first ``limit`` samples of the dataset's test split."""
+    import torch
+
     from lesion.data import load_dataset
     from lesion.models import load_model
 
-    net = load_model(model, checkpoint, **parse_kwargs(model_arg))
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device, False):
+        usable = [name for name, ok in available.items() if ok]
+        raise LesionError(f"--device: expected one of {usable} (available here), got {device!r}")
+    net = load_model(model, checkpoint, **parse_kwargs(model_arg)).to(device)
     return net, load_dataset(data, data_dir, normalize=normalize, train=False).test.head(limit)
 
 
@@ -133,6 +140,7 @@ def sweep(
     batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 256,
     memory: Annotated[str | None, typer.Option(help="Memory budget of the fast engine, e.g. 2G (default: automatic).")] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate on the first N samples only.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or mps: where the model runs (batches follow it).")] = "cpu",
 ) -> None:
     """Lesion the selected units (singly or in pairs), evaluate on the test split, store every outcome.
 
@@ -140,7 +148,7 @@ def sweep(
     """
     import lesion
 
-    net, split = _model_and_split(model, checkpoint, model_arg, data, data_dir, normalize, limit)
+    net, split = _model_and_split(model, checkpoint, model_arg, data, data_dir, normalize, limit, device)
     make = lesion.single if plan is PlanKind.single else lesion.pairs
     run = lesion.sweep(
         net, split, make(net, select, method.value), out, model_name=model or str(checkpoint),
@@ -170,6 +178,7 @@ def estimate(
     limit: Annotated[int | None, typer.Option(help="Estimate on the first N samples only.")] = None,
     top: Annotated[int, typer.Option(help="Rows of the ranking to print.")] = 10,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the tidy estimate table here (.csv or .parquet).")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or mps: where the model runs (batches follow it).")] = "cpu",
 ) -> None:
     """First-order ESTIMATES of every single-unit lesion's effect, from one forward and backward pass.
 
@@ -180,7 +189,7 @@ def estimate(
     """
     import lesion
 
-    net, split = _model_and_split(model, checkpoint, model_arg, data, data_dir, normalize, limit)
+    net, split = _model_and_split(model, checkpoint, model_arg, data, data_dir, normalize, limit, device)
     names = list(lesion.select(lesion.layers(net), select))
     means = lesion.unit_means(net, names, split.batches(batch_size)) if method is Method.mean else None
     table = lesion.estimate(net, split, names, method=method.value, means=means, batch_size=batch_size)

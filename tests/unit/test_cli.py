@@ -66,6 +66,9 @@ def test_sweep_bad_input_exits_2_and_writes_nothing(tmp_path):
     assert bad.returncode == 2 and "do not fit the model" in bad.stderr
     bad = lesion_cli("sweep", "-m", "meyes2019-mlp", "-c", ckpt, "-d", "digits", "-l", "fc9", "-o", out, check=False)
     assert bad.returncode == 2 and "unknown layer 'fc9'" in bad.stderr
+    bad = lesion_cli("sweep", "-m", "meyes2019-mlp", "-c", ckpt, "-d", "digits", "-l", "fc1", "-o", out,
+                     "--device", "tpu", check=False)
+    assert bad.returncode == 2 and "--device: expected one of" in bad.stderr
     assert not out.exists()
 
 
