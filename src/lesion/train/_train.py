@@ -312,8 +312,9 @@ def train_population(
     epochs, lr, momentum, batch_size, model_kwargs, progress, eval_every_epoch, device
         As for :func:`train_model`.
     workers : int, default=1
-        Networks trained at once, each in its own process on one torch thread (the bytes equal a
-        one-thread sequential run's). On a 2-core machine ``workers=2`` halves a population's time.
+        Networks trained at once, each in its own process on one torch thread (the bytes equal those
+        of a one-thread sequential run in a fresh process). On a 2-core machine ``workers=2`` halves
+        a population's time.
 
     Returns
     -------
@@ -360,8 +361,8 @@ def _train_in_processes(
 ) -> None:
     """Train each (config, path) in its own spawned process, ``workers`` at a time, one torch thread each.
 
-    A checkpoint depends only on its config (and the thread count), so the bytes equal a sequential
-    run's on one thread.
+    A checkpoint depends only on its config (and the thread count), so the bytes equal those of a
+    sequential one-thread run in a fresh process.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
