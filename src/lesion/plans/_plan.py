@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,8 +81,3 @@ def pairs(model: nn.Module, selection: SelectionLike, method: str = "zero", name
 
 def _as_text(chosen: dict[str, tuple[int, ...]]) -> str:
     return ";".join(f"{layer}:{Lesion(((layer, units),)).key.split(':', 1)[1]}" for layer, units in chosen.items())
-
-
-def of_lesions(name: str, lesions: Sequence[Lesion], **info: Any) -> Plan:
-    """A plan from explicit lesions."""
-    return Plan(name, tuple(lesions), {"selector": "explicit", **info})
