@@ -1,7 +1,10 @@
 """Lesion sweeps side by side: the fast engine, the reference path and Captum's LayerFeatureAblation.
 
-Writes ``bench/RESULTS.md``. Networks are random-initialised (seeded): timing and agreement do not
-depend on training. Run ``python bench/run.py`` (``make bench``); ``--quick`` for a smoke run.
+Writes ``bench/RESULTS.md`` (CPU, float32) and, where CUDA is available, ``bench/RESULTS-GPU.md``
+(the small VGG and VGG-19-BN at 224 px, float32 and bf16). Networks are random-initialised
+(seeded): timing and agreement do not depend on training. Run ``python bench/run.py`` (``make
+bench``); ``--quick`` for a smoke run; ``--sections gpu --gpu-device cpu --quick`` runs the GPU
+section's code on the CPU at toy sizes.
 """
 
 from __future__ import annotations
@@ -59,10 +62,26 @@ def peak_gflops() -> float:
     return 2 * 4096**3 / best / 1e9
 
 
-def _timed(fn):  # type: ignore[no-untyped-def]
+def peak_bf16_tflops(device: torch.device) -> float:
+    """Best of 5 timed 8192² bf16 matmuls on ``device`` (TFLOP/s)."""
+    n = 8192
+    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
+    a @ b
+    times = [_timed(lambda: a @ b, device)[0] for _ in range(5)]
+    return 2 * n**3 / min(times) / 1e12
+
+
+def _timed(fn, device: torch.device | None = None):  # type: ignore[no-untyped-def]
+    _sync(device)
     start = time.perf_counter()
     result = fn()
+    _sync(device)
     return time.perf_counter() - start, result
+
+
+def _sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 # ---- FLOP lower bound: multiply-adds that must be redone after the lesioned layer ----------------
@@ -103,8 +122,8 @@ def lower_bound_macs(macs: list[tuple[str, int, int]], lesions: list[Lesion]) ->
 # ---- the three methods -----------------------------------------------------------------------------
 
 
-def run_engine(model, split, lesions, batch_size=256):  # type: ignore[no-untyped-def]
-    return _timed(lambda: {o.lesion.key: o for o in evaluate(model, split, lesions, k=1, engine="fast", batch_size=batch_size)})
+def run_engine(model, split, lesions, batch_size=256, **options):  # type: ignore[no-untyped-def]
+    return _timed(lambda: {o.lesion.key: o for o in evaluate(model, split, lesions, k=1, engine="fast", batch_size=batch_size, **options)})
 
 
 def run_reference(model, split, lesions, batch_size=256):  # type: ignore[no-untyped-def]
@@ -261,6 +280,67 @@ def spearman_line(model, split, layer_names, exact, report):  # type: ignore[no-
     print(line, flush=True)
 
 
+# ---- GPU: the small VGG and VGG-19-BN at 224 px, float32 and bf16 ------------------------------------
+
+
+def gpu_section(device: torch.device, quick: bool, args: argparse.Namespace) -> list[str]:
+    """Lesion-images/s and % of the measured bf16 peak, float32 vs bf16 autocast (+ channels-last)."""
+    torch.manual_seed(0)
+    peak = peak_bf16_tflops(device) if device.type == "cuda" else float("nan")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (smoke run, not a measurement)"
+    report = [
+        "# GPU benchmark results",
+        "",
+        f"Command: `{' '.join(['python', *sys.argv])}`. Device: {name}; torch {torch.__version__}. "
+        f"Measured bf16 peak: {peak:.0f} TFLOP/s (best of 5 8192² bf16 matmuls).",
+        "Networks are random-initialised (seeded); images are synthetic (N(0, 1)). Lesions: 10 % similar-filter "
+        "groups of every conv layer (the first groups of each layer where stated). The % of peak counts only the "
+        "multiply-adds that must be redone after the lesioned layer (the FLOP lower bound).",
+        "",
+    ]
+    small = vgg(11, batch_norm=True, n_classes=10, in_channels=1, image_size=32, width_divisor=4, classifier_width=128)
+    if quick:
+        big = vgg(19, batch_norm=True, n_classes=1000, image_size=32, width_divisor=8, classifier_width=256)
+        cases = [("VGG11-bn, 32 px, width/4", small, (1, 32, 32), 64, None), ("VGG-19-BN, 32 px, width/8 (quick)", big, (3, 32, 32), 8, 2)]
+    else:
+        big = vgg(19, batch_norm=True, n_classes=1000, image_size=224)
+        cases = [("VGG11-bn, 32 px, width/4", small, (1, 32, 32), 10_000, None),
+                 ("VGG-19-BN, 224 px", big, (3, 224, 224), args.gpu_images, args.gpu_groups)]  # fmt: skip
+    for title, model, shape, n, per_layer in cases:
+        model = model.to(device).eval()
+        split = Split("synthetic", torch.randn(n, *shape), torch.randint(0, 10 if shape[0] == 1 else 1000, (n,)),
+                      tuple(str(i) for i in range(10 if shape[0] == 1 else 1000)))  # fmt: skip
+        lesions = []
+        for layer in vgg_conv_layers(model):
+            groups = similar_groups(model, layer, 0.10)
+            lesions += [Lesion(((layer, g),)) for g in groups[:per_layer]]
+        macs = layer_macs(model.cpu(), split.inputs[:1])
+        model.to(device)
+        flops = 2 * lower_bound_macs(macs, lesions) * n
+        rows, results = [], {}
+        for label, options in (("float32", {}), ("bf16 autocast", {"autocast": "bf16"}),
+                               ("bf16 autocast + channels-last", {"autocast": "bf16", "channels_last": True})):  # fmt: skip
+            run_engine(model, split.head(min(n, 64)), lesions[:4], batch_size=args.gpu_batch, **options)  # warm-up
+            t, results[label] = run_engine(model, split, lesions, batch_size=args.gpu_batch, **options)
+            rate = flops / t / 1e12
+            rows.append(f"| {label} | {t:.2f} | {len(lesions) / t:,.1f} | {len(lesions) * n / t:,.0f} | {rate:.1f} | {100 * rate / peak:.0f} % |")
+        differ = sum(int((results["bf16 autocast"][key].topk[:, 0] != o.topk[:, 0]).sum()) for key, o in results["float32"].items())
+        lines = [
+            f"### {title}: {len(lesions)} lesions × {n:,} images" + (f" (first {per_layer} groups per conv layer)" if per_layer else ""),
+            "",
+            "| precision | time (s) | lesions/s | lesion·images/s | TFLOP/s on the lower bound | % of bf16 peak |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+            f"Top-1 predictions that differ between bf16 autocast and float32: {differ:,} of {len(lesions) * n:,} "
+            f"({100 * differ / (len(lesions) * n):.3f} %).",
+            "",
+        ]
+        report += lines
+        print("\n".join(lines), flush=True)
+    return report
+
+
 def _has_captum() -> bool:
     try:
         import captum  # noqa: F401
@@ -275,10 +355,29 @@ def main() -> None:
     parser.add_argument("--vgg-samples", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
+    parser.add_argument("--sections", default="cpu,gpu", help="cpu, gpu or both (gpu: skipped without CUDA)")
+    parser.add_argument("--gpu-device", default="cuda", help="device of the gpu section (cpu: a smoke run with --quick)")
+    parser.add_argument("--gpu-out", default=str(Path(__file__).with_name("RESULTS-GPU.md")))
+    parser.add_argument("--gpu-images", type=int, default=512, help="synthetic 224 px images for VGG-19-BN")
+    parser.add_argument("--gpu-groups", type=int, default=16, help="VGG-19-BN: first N groups of each conv layer")
+    parser.add_argument("--gpu-batch", type=int, default=256, help="images per data batch on the GPU")
     args = parser.parse_args()
-    torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
+    sections = set(args.sections.split(","))
+    if "gpu" in sections:
+        device = torch.device(args.gpu_device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            print("gpu section skipped: CUDA is not available here", flush=True)
+        else:
+            Path(args.gpu_out).write_text("\n".join(gpu_section(device, args.quick, args)) + "\n")
+            print(f"wrote {args.gpu_out}")
+    if "cpu" in sections:
+        cpu_section(args)
+
+
+def cpu_section(args: argparse.Namespace) -> None:
+    torch.manual_seed(0)
     peak = peak_gflops()
     report = [
         "# Benchmark results",

@@ -16,12 +16,22 @@ from lesion._errors import LesionError
 from lesion._lesion import INTACT, Lesion, check_lesion, unit_means
 from lesion._progress import progress_bar
 from lesion.data import Split
-from lesion.engine import default_k, eval_mode, evaluate, model_device, reference_outcomes
+from lesion.engine import (
+    check_autocast,
+    default_k,
+    eval_mode,
+    evaluate,
+    model_device,
+    reference_outcomes,
+)
 from lesion.metrics import class_metrics
 from lesion.models import model_fingerprint
 from lesion.plans import Plan
 from lesion.store import FORMAT, Run, RunDB
 from lesion.store._db import versions
+
+#: Lesions re-evaluated in float32 (besides the intact network) when a sweep runs under autocast.
+FLOAT32_CHECK = 16
 
 
 def _means_fingerprint(means: Mapping[str, Tensor]) -> str:
@@ -64,6 +74,10 @@ def sweep(
     means: Mapping[str, Tensor] | None = None,
     engine: str = "auto",
     memory: int | None = None,
+    autocast: str | None = None,
+    float32_check: int = FLOAT32_CHECK,
+    channels_last: bool = False,
+    compile: bool = False,
     config: Mapping[str, Any] | None = None,
     progress: bool = False,
 ) -> Run:
@@ -91,6 +105,16 @@ def sweep(
     engine : {"auto", "fast", "reference"}, default="auto"
     memory : int, optional
         Byte budget for the fast engine.
+    autocast : {"bf16", "fp16"}, optional
+        Evaluate every lesion (and the intact network) under ``torch.autocast`` in that precision;
+        part of the run's identity. The intact network and ``float32_check`` lesions spread evenly
+        over the plans are then evaluated again in float32 by the reference path, and the number of
+        top-1 predictions that differ is stored (:meth:`Run.float32_check`). The check uses the same
+        engine, so the count reflects the precision alone.
+    float32_check : int, default=16
+        Lesions re-checked in float32 under ``autocast``.
+    channels_last, compile : bool, default=False
+        Fast-engine options (see :func:`lesion.evaluate`).
     config : mapping, optional
         Extra study configuration; part of the run's identity.
     progress : bool, default=False
@@ -107,6 +131,9 @@ def sweep(
         for lesion in plan:
             check_lesion(model, lesion)
     n_classes = check_fits(model, split)
+    check_autocast(autocast, model_device(model))
+    if float32_check < 0:
+        raise LesionError(f"float32_check must be >= 0 lesions, got {float32_check}")
     k = default_k(n_classes) if k is None else k
     if not 1 <= k <= n_classes:
         raise LesionError(f"k must be in 1..{n_classes}, got {k}")
@@ -115,7 +142,7 @@ def sweep(
     if mean_layers and means is None:
         with eval_mode(model):
             means = unit_means(model, mean_layers, split.batches(batch_size))
-    run_config = {"k": k, "means": means_source, **(config or {})}
+    run_config = {"k": k, "means": means_source, **({"autocast": autocast} if autocast else {}), **(config or {})}
     if means is not None and mean_layers:
         run_config["means_sha256"] = _means_fingerprint({n: means[n] for n in mean_layers})
     identity = {
@@ -137,7 +164,11 @@ def sweep(
             db.register(plan.name, plan.lesions)
             with db.transaction() as con:
                 db.set_meta(con, f"plan:{plan.name}", plan.info)
-        _evaluate_pending(db, model, split, plans, k, batch_size, means, engine, memory, progress)
+        options = {"engine": engine, "memory": memory, "autocast": autocast, "channels_last": channels_last, "compile": compile}
+        _evaluate_pending(db, model, split, plans, k, batch_size, means, options, progress)
+        if autocast is not None:
+            float32 = {**options, "autocast": None}
+            _check_float32(db, model, split, _spread(_unique(plans), float32_check), batch_size, means, float32, progress)
     finally:
         db.close()
     return Run(out)
@@ -176,31 +207,57 @@ def _evaluate_pending(
     k: int,
     batch_size: int,
     means: Mapping[str, Tensor] | None,
-    engine: str,
-    memory: int | None,
+    options: dict[str, Any],
     progress: bool,
 ) -> None:
     done = db.done_keys()
     labels = split.labels.numpy()
     n_classes = split.n_classes
     if "intact" not in done:
-        (intact,) = reference_outcomes(model, split, [INTACT], k=k, batch_size=batch_size)
+        (intact,) = reference_outcomes(model, split, [INTACT], k=k, batch_size=batch_size, autocast=options["autocast"])
         db.put_outcome("intact", intact.topk, intact.near_ties, class_metrics(intact.topk, labels, n_classes), None)
     intact_topk = db.topk("intact")
-    seen: set[str] = set(done) | {"intact"}
-    pending: list[Lesion] = []
-    for plan in plans:
-        for lesion in plan:
-            if lesion.key not in seen:
-                seen.add(lesion.key)
-                pending.append(lesion)
+    done.add("intact")
+    pending = [lesion for lesion in _unique(plans) if lesion.key not in done]
     if not pending:
         return
     with progress_bar(len(pending), "lesions", enabled=progress) as advance:
-        outcomes = evaluate(
-            model, split, pending, k=k, batch_size=batch_size, means=means, engine=engine, memory=memory
-        )
+        outcomes = evaluate(model, split, pending, k=k, batch_size=batch_size, means=means, **options)
         for outcome in outcomes:
             metrics = class_metrics(outcome.topk, labels, n_classes, intact_topk)
             db.put_outcome(outcome.lesion.key, outcome.topk, outcome.near_ties, metrics, intact_topk)
+            advance(1)
+
+
+def _unique(plans: list[Plan]) -> list[Lesion]:
+    """The plans' lesions in plan order, each once."""
+    return list({lesion.key: lesion for plan in plans for lesion in plan}.values())
+
+
+def _spread(lesions: list[Lesion], count: int) -> list[Lesion]:
+    """``count`` lesions evenly spaced over ``lesions`` (all of them when there are fewer)."""
+    if count >= len(lesions):
+        return lesions
+    return [lesions[i] for i in np.unique(np.linspace(0, len(lesions) - 1, count).round().astype(int))]
+
+
+def _check_float32(
+    db: RunDB,
+    model: nn.Module,
+    split: Split,
+    lesions: list[Lesion],
+    batch_size: int,
+    means: Mapping[str, Tensor] | None,
+    options: dict[str, Any],
+    progress: bool,
+) -> None:
+    """Re-evaluate the intact network and ``lesions`` in float32 (same engine options otherwise); store,
+    per lesion key, how many top-1 predictions differ from the run's, in meta ``float32_check``."""
+    checked: dict[str, int] = db.get_meta("float32_check") or {}
+    todo = [lesion for lesion in [INTACT, *lesions] if lesion.key not in checked]
+    with progress_bar(len(todo), "float32 check", enabled=progress) as advance:
+        for outcome in evaluate(model, split, todo, k=1, batch_size=batch_size, means=means, **options):
+            checked[outcome.lesion.key] = int((db.topk(outcome.lesion.key)[:, 0] != outcome.topk[:, 0]).sum())
+            with db.transaction() as con:
+                db.set_meta(con, "float32_check", checked)
             advance(1)

@@ -88,3 +88,13 @@ def test_train_population_command(tmp_path):
 def test_help_teaches(args):
     proc = lesion_cli(*args)
     assert "Usage" in proc.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt exists on Linux only")
+def test_tune_malloc_sets_glibc_options_unless_the_user_did(monkeypatch):
+    from lesion.cli import tune_malloc
+
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    assert tune_malloc() is True  # mallopt returns 0 for an unknown option or a bad value
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536")
+    assert tune_malloc() is False

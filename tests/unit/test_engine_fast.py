@@ -220,3 +220,39 @@ def test_lesion_of_the_logits_layer(fixed_k: int) -> None:
     model = nn.Sequential(OrderedDict(fc=nn.Linear(3, 4), relu=nn.ReLU(), out=nn.Linear(4, 3))).eval()
     split = _split((3,), n=30, n_classes=3)
     _assert_same(model, split, [Lesion((("out", (1,)),)), Lesion((("out", (0, 2)),)), Lesion((("fc", (0, 3)),))], k=2)
+
+
+@pytest.mark.parametrize("name", ["cnn", "vgg_bn", "skip"])
+def test_channels_last_equals_reference(name: str) -> None:
+    model, split, lesions, _, reference = _case(name, "zero")
+    _assert_same(model, split, lesions, batch_size=10, reference=reference, channels_last=True)
+
+
+@pytest.mark.parametrize("cache", [0, 2**30])
+def test_one_lesion_per_round_with_and_without_kept_values(monkeypatch: pytest.MonkeyPatch, cache: int) -> None:
+    monkeypatch.setattr(_fast, "ROUND_BYTES", 1)
+    monkeypatch.setattr(_fast, "CACHE_BYTES", cache)
+    for name in ("cnn", "skip"):
+        model, split, lesions, _, reference = _case(name, "zero")
+        _assert_same(model, split, lesions, batch_size=10, reference=reference)
+
+
+def test_rounds_of_one_layer_reuse_the_intact_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kept values: the intact network runs once per layer, not once per round (one lesion each here)."""
+    calls: list[tuple[str, ...]] = []
+    build = _fast.values_module
+
+    def counting(gm: torch.fx.GraphModule, names: list[str]):  # type: ignore[no-untyped-def]
+        module = build(gm, names)
+        return lambda x: calls.append(tuple(names)) or module(x)
+
+    monkeypatch.setattr(_fast, "values_module", counting)
+    monkeypatch.setattr(_fast, "ROUND_BYTES", 1)
+    model, split = meyes2019_mlp().eval(), _split((784,), n=40)
+    lesions = [Lesion(((layer, (u,)),)) for layer in ("fc1", "fc2") for u in range(6)]
+    assert len(list(evaluate(model, split, lesions, k=2, engine="fast", batch_size=10))) == 12
+    assert len(calls) == 2 * 4  # two layers × four data batches
+    calls.clear()
+    monkeypatch.setattr(_fast, "CACHE_BYTES", 0)
+    list(evaluate(model, split, lesions, k=2, engine="fast", batch_size=10))
+    assert len(calls) == 12 * 4

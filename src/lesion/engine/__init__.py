@@ -12,7 +12,13 @@ from lesion.data import Split
 from lesion.engine._capture import Activations, capture_activations, load_activations
 from lesion.engine._estimate import estimate
 from lesion.engine._outcome import TIE_TOLERANCE, Outcome, default_k, topk_and_ties
-from lesion.engine._reference import eval_mode, model_device, reference_outcomes
+from lesion.engine._reference import (
+    AUTOCAST,
+    check_autocast,
+    eval_mode,
+    model_device,
+    reference_outcomes,
+)
 
 ENGINES = ("auto", "fast", "reference")
 
@@ -27,6 +33,9 @@ def evaluate(
     means: Mapping[str, Tensor] | None = None,
     engine: str = "auto",
     memory: int | None = None,
+    autocast: str | None = None,
+    channels_last: bool = False,
+    compile: bool = False,
 ) -> Iterator[Outcome]:
     """Evaluate every lesion on ``split``; yields one :class:`Outcome` per lesion (order may differ).
 
@@ -47,27 +56,38 @@ def evaluate(
         ``auto``: the fast engine where the model can be traced, else the reference.
     memory : int, optional
         Byte budget for the fast engine's tiled activations; default: automatic.
+    autocast : {"bf16", "fp16"}, optional
+        Evaluate under ``torch.autocast`` in that precision instead of float32 (any engine).
+        Predictions may differ from float32's; :func:`lesion.sweep` counts how many.
+    channels_last : bool, default=False
+        Fast engine: feed 4-D inputs in channels-last memory format (faster convolutions on GPUs).
+    compile : bool, default=False
+        Fast engine: ``torch.compile`` the part of the network after each cut.
     """
     if engine not in ENGINES:
         raise LesionError(f"engine must be one of {ENGINES}, got {engine!r}{closest(engine, ENGINES)}")
     k = default_k(split.n_classes) if k is None else k
     if not 1 <= k <= split.n_classes:
         raise LesionError(f"k must be in 1..{split.n_classes} (the number of classes), got {k}")
+    check_autocast(autocast, model_device(model))
     if engine == "reference":
-        return reference_outcomes(model, split, lesions, k=k, batch_size=batch_size, means=means)
+        return reference_outcomes(model, split, lesions, k=k, batch_size=batch_size, means=means, autocast=autocast)
     from lesion.engine._fast import fast_outcomes
 
     return fast_outcomes(
-        model, split, lesions, k=k, batch_size=batch_size, means=means, memory=memory, strict=engine == "fast"
+        model, split, lesions, k=k, batch_size=batch_size, means=means, memory=memory, strict=engine == "fast",
+        autocast=autocast, channels_last=channels_last, compile=compile,
     )
 
 
 __all__ = [
+    "AUTOCAST",
     "ENGINES",
     "TIE_TOLERANCE",
     "Activations",
     "Outcome",
     "capture_activations",
+    "check_autocast",
     "default_k",
     "estimate",
     "eval_mode",

@@ -11,6 +11,8 @@ Lesions of one layer share a :class:`~lesion.engine._split_graph.Cut`. Per round
 3. only the suffix after the cut runs, on K·B rows; top-k indices and near-tie counts stay on the
    device until the round ends.
 
+Each round runs the intact network only as far as its own cuts need; when the whole split's values
+at those cuts fit in ``CACHE_BYTES`` they are kept, so the next rounds of the same layer skip it.
 K comes from a memory budget for the tiled values in flight. Lesions spanning several layers go
 through the reference path (one forward per lesion), as do all lesions of a model fx cannot trace.
 """
@@ -19,19 +21,24 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
 from lesion._errors import LesionError
 from lesion._lesion import Lesion, check_lesion
 from lesion.data import Split
 from lesion.engine._outcome import Outcome, topk_and_ties
-from lesion.engine._reference import eval_mode, model_device, reference_outcomes
+from lesion.engine._reference import (
+    autocast_context,
+    check_autocast,
+    eval_mode,
+    model_device,
+    reference_outcomes,
+)
 from lesion.engine._split_graph import (
     Cut,
     apply_node,
@@ -41,11 +48,13 @@ from lesion.engine._split_graph import (
     values_module,
 )
 
-#: Default byte budget for the tiled activations of one chunk (tiles of a few M elements were fastest on CPU).
+#: Default byte budget for the tiled activations of one chunk on a CPU (tiles of a few M elements were fastest).
 DEFAULT_MEMORY = 64 * 2**20
 #: Bytes of top-k results kept on the device per round of lesions: a round commits together, so it
 #: is kept small enough to show progress and lose little when a run is killed (~80 lesions at N = 10,000, k = 5).
 ROUND_BYTES = 4 * 2**20
+#: Bytes of intact values (at one round's cuts, for the whole split) kept for the next rounds.
+CACHE_BYTES = 256 * 2**20
 _CONV_FN = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}
 
 
@@ -59,7 +68,7 @@ def fast_outcomes(
     means: Mapping[str, Tensor] | None = None,
     memory: int | None = None,
     strict: bool = False,
-    autocast: torch.dtype | None = None,
+    autocast: str | None = None,
     channels_last: bool = False,
     compile: bool = False,
 ) -> Iterator[Outcome]:
@@ -69,11 +78,13 @@ def fast_outcomes(
     ----------
     memory : int, optional
         Bytes for the tiled activations of one chunk; K = memory // (B * bytes per row after the cut).
+        Default: :func:`default_memory`.
     strict : bool, default=False
         Raise `LesionError` where the model (or a layer) cannot be traced, instead of warning and
         using the reference path.
-    autocast : torch.dtype, optional
-        ``torch.bfloat16`` / ``torch.float16`` autocast (CUDA only).
+    autocast : {"bf16", "fp16"}, optional
+        Evaluate under ``torch.autocast`` in that precision (predictions may then differ from
+        float32's; :func:`lesion.sweep` counts by how much).
     channels_last : bool, default=False
         Feed 4-D inputs in channels-last memory format.
     compile : bool, default=False
@@ -89,24 +100,31 @@ def fast_outcomes(
                 raise LesionError(f"lesion {lesion.key!r} uses method 'mean' but no means were given for {missing}")
     if memory is not None and memory < 1:
         raise LesionError(f"memory must be a positive number of bytes, got {memory}")
-    device = model_device(model)
-    if autocast is not None and device.type != "cuda":
-        raise LesionError(f"autocast={autocast} needs a CUDA model; this one is on {device}")
+    check_autocast(autocast, model_device(model))
     try:
         gm = trace(model)
     except LesionError as error:
         if strict:
             raise
         warnings.warn(f"{error}; using the reference path (one forward per lesion)", stacklevel=2)
-        return reference_outcomes(model, split, lesions, k=k, batch_size=batch_size, means=means)
-    options = _Options(memory or DEFAULT_MEMORY, autocast, channels_last, compile)
+        return reference_outcomes(model, split, lesions, k=k, batch_size=batch_size, means=means, autocast=autocast)
+    options = _Options(memory or default_memory(model_device(model)), autocast, channels_last, compile)
     return _run(model, gm, split, lesions, known, k, batch_size, means, strict, options)
+
+
+def default_memory(device: torch.device) -> int:
+    """The automatic byte budget: :data:`DEFAULT_MEMORY`, or on CUDA an eighth of the free memory
+    (the layers after the cut need several times the tiled values for their own activations)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(DEFAULT_MEMORY, free // 8)
+    return DEFAULT_MEMORY
 
 
 @dataclass(frozen=True)
 class _Options:
     memory: int
-    autocast: torch.dtype | None
+    autocast: str | None
     channels_last: bool
     compile: bool
 
@@ -152,8 +170,6 @@ def _run(
                     raise
                 warnings.warn(f"{error}; its lesions use the reference path", stacklevel=2)
                 slow.extend(by_layer[layer])
-        names = sorted({name for cut in cuts.values() for name in [*cut.carried, cut.source]})
-        values = values_module(gm, names)
         for cut in cuts.values():
             if options.compile:
                 cut.suffix = torch.compile(cut.suffix, dynamic=True)  # type: ignore[assignment]
@@ -162,18 +178,19 @@ def _run(
     dtype = _index_dtype(split.n_classes)
     per_round = max(1, ROUND_BYTES // max(1, n * k * torch.empty((), dtype=dtype).element_size()))
     modules = dict(gm.named_modules())
+    intact = _IntactValues(gm, split, batch_size, device, options)
     for start in range(0, len(fast), per_round):
         batch = fast[start : start + per_round]
         with eval_mode(model), torch.inference_mode():
             chunks = _chunks(batch, cuts, modules, means, min(batch_size, n), options.memory, device)
             tops = torch.empty((len(batch), n, k), dtype=dtype, device=device)
             ties = torch.zeros(len(batch), dtype=torch.long, device=device)
-            _evaluate_round(values, names, chunks, split, batch_size, k, tops, ties, device, options)
-            tops_host, ties_host = tops.cpu().numpy().astype(np.int64), ties.cpu().numpy()
+            _evaluate_round(intact, chunks, k, tops, ties, options)
+            tops_host, ties_host = tops.cpu().numpy(), ties.cpu().numpy()
         for i, lesion in enumerate(batch):
-            yield Outcome(lesion, tops_host[i], int(ties_host[i]))
+            yield Outcome(lesion, tops_host[i].astype(np.int64), int(ties_host[i]))
     if slow:
-        yield from reference_outcomes(model, split, slow, k=k, batch_size=batch_size, means=means)
+        yield from reference_outcomes(model, split, slow, k=k, batch_size=batch_size, means=means, autocast=options.autocast)
 
 
 def _index_dtype(n_classes: int) -> torch.dtype:
@@ -237,7 +254,7 @@ def _chunk(rows: slice, cut: Cut, fill: Tensor, units: list[tuple[int, ...]], de
         shape = [len(units), 1] + [n_units if d == cut.unit_dim else 1 for d in range(1, fill.dim() + 1)]
         return _Chunk(rows, cut, fill, mask.view(shape), None, None)
     valid = torch.tensor([[1.0] * len(u) + [0.0] * (width - len(u)) for u in units], device=device)
-    weight = cut.update.weight
+    weight: Tensor = cut.update.weight
     if isinstance(cut.update, nn.Linear):  # (out, C*P) -> (K, s*P, out)
         out = weight.shape[0]
         w = weight.view(out, fill.shape[0], -1)[:, index] * valid[None, :, :, None]
@@ -252,7 +269,7 @@ def _lesioned(chunk: _Chunk, values: dict[str, Tensor]) -> Tensor:
     """The cut value for the chunk's K lesions, shape (K*B, ...)."""
     source = values[chunk.cut.source]
     if chunk.mask is not None:  # replace the units after the chain
-        out = torch.where(chunk.mask, chunk.fill, source.unsqueeze(0))
+        out = torch.where(chunk.mask, chunk.fill.to(source.dtype), source.unsqueeze(0))
     else:  # intact next layer + its response to the lesioned units' change
         out = values[chunk.cut.cut].unsqueeze(0) + _thin(chunk, source)
     return out.reshape(-1, *out.shape[2:])
@@ -261,49 +278,71 @@ def _lesioned(chunk: _Chunk, values: dict[str, Tensor]) -> Tensor:
 def _thin(chunk: _Chunk, source: Tensor) -> Tensor:
     """The update layer's response (K, B, ...) to the lesioned units' change (fill - source) alone."""
     index, weight, update = chunk.index, chunk.weight, chunk.cut.update
-    change = chunk.fill.index_select(0, index) - source.index_select(1, index)  # type: ignore[arg-type]
+    assert index is not None and weight is not None and update is not None  # update mode
+    change = chunk.fill.index_select(0, index) - source.index_select(1, index)
     b, k = len(source), chunk.rows.stop - chunk.rows.start
     if isinstance(update, nn.Linear):  # (K, B, s*P) @ (K, s*P, out)
-        return torch.bmm(change.reshape(b, k, -1).transpose(0, 1), weight)  # type: ignore[arg-type]
-    conv = _CONV_FN[weight.dim()]  # type: ignore[union-attr]
-    delta = conv(change, weight, None, update.stride, update.padding, update.dilation, k)  # type: ignore[union-attr]
+        return torch.bmm(change.reshape(b, k, -1).transpose(0, 1), weight)
+    conv = _CONV_FN[weight.dim()]
+    delta = conv(change, weight, None, update.stride, update.padding, update.dilation, k)
     return delta.view(b, k, -1, *delta.shape[2:]).transpose(0, 1)
 
 
-def _evaluate_round(
-    values: torch.fx.GraphModule,
-    names: list[str],
-    chunks: list[_Chunk],
-    split: Split,
-    batch_size: int,
-    k: int,
-    tops: Tensor,
-    ties: Tensor,
-    device: torch.device,
-    options: _Options,
-) -> None:
+class _IntactValues:
+    """The intact network's values at a round's cuts, batch by batch over the split.
+
+    ``batches(names)`` yields (offset, {name: value (B, ...)}); the values of the last ``names`` are
+    kept for the next call when the whole split's fit in :data:`CACHE_BYTES`.
+    """
+
+    def __init__(self, gm: fx.GraphModule, split: Split, batch_size: int, device: torch.device, options: _Options) -> None:
+        self.gm, self.split, self.batch_size, self.device, self.options = gm, split, batch_size, device, options
+        self.modules: dict[tuple[str, ...], fx.GraphModule] = {}
+        self.names: tuple[str, ...] = ()
+        self.kept: list[tuple[int, dict[str, Tensor]]] | None = None
+
+    def batches(self, names: tuple[str, ...]) -> Iterator[tuple[int, dict[str, Tensor]]]:
+        if names == self.names and self.kept is not None:
+            yield from self.kept
+            return
+        if names not in self.modules:
+            self.modules[names] = values_module(self.gm, list(names))
+        precision = autocast_context(self.options.autocast, self.device)
+        kept: list[tuple[int, dict[str, Tensor]]] | None = []
+        offset, size = 0, 0
+        for x, _ in self.split.batches(self.batch_size):
+            x = x.to(self.device)
+            if self.options.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with precision:
+                current = dict(zip(names, self.modules[names](x), strict=True))
+            size += sum(v.nbytes for v in current.values() if isinstance(v, Tensor))
+            if kept is not None and size <= CACHE_BYTES:
+                kept.append((offset, current))
+            else:
+                kept = None
+            yield offset, current
+            offset += len(x)
+        self.names, self.kept = names, kept
+
+
+def _evaluate_round(intact: _IntactValues, chunks: list[_Chunk], k: int, tops: Tensor, ties: Tensor, options: _Options) -> None:
     """Fill ``tops`` (R, N, k) and ``ties`` (R,) for the round's lesions, data batches outside."""
-    autocast = torch.autocast("cuda", options.autocast) if options.autocast is not None else nullcontext()
-    offset = 0
-    for x, _ in split.batches(batch_size):
-        x = x.to(device)
-        if options.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        b = len(x)
-        with autocast:
-            current = dict(zip(names, values(x), strict=True))
+    precision = autocast_context(options.autocast, intact.device)
+    names = tuple(sorted({name for chunk in chunks for name in [*chunk.cut.carried, chunk.cut.source]}))
+    for offset, current in intact.batches(names):
+        b = len(current[chunks[0].cut.source])
         for chunk in chunks:
             n = chunk.rows.stop - chunk.rows.start
-            inputs = [_lesioned(chunk, current)] + [
-                _tile(current[name], n) if tiled else current[name]
-                for name, tiled in zip(chunk.cut.carried[1:], chunk.cut.tiled[1:], strict=True)
-            ]
-            with autocast:
+            with precision:
+                inputs = [_lesioned(chunk, current)] + [
+                    _tile(current[name], n) if tiled else current[name]
+                    for name, tiled in zip(chunk.cut.carried[1:], chunk.cut.tiled[1:], strict=True)
+                ]
                 logits = chunk.cut.suffix(*inputs)
             top, tie = topk_and_ties(logits, k)
             tops[chunk.rows, offset : offset + b] = top.view(n, b, k).to(tops.dtype)
             ties[chunk.rows] += tie.view(n, b).sum(1)
-        offset += b
 
 
 def _tile(value: Tensor, n: int) -> Tensor:

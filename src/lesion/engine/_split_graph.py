@@ -41,6 +41,8 @@ _ELEMENTWISE_FUNCTIONS = {torch.relu, F.relu, F.relu6, F.leaky_relu, F.gelu, F.s
 _CHANNEL_FUNCTIONS = {F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool2d}
 _ELEMENTWISE_METHODS = {"relu", "sigmoid", "tanh"}
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: The layers an incremental update can go through: the next Linear or (ungrouped, zero-padded) Conv.
+UpdateLayer = nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
@@ -127,7 +129,7 @@ class Cut:
     unit_dim: int
     chain: list[fx.Node]
     source: str
-    update: nn.Module | None
+    update: UpdateLayer | None
     flatten: bool
     cut: str
     carried: list[str]
@@ -174,7 +176,7 @@ def make_cut(gm: fx.GraphModule, layer: str, unit_dim: int, incremental: bool = 
     )  # fmt: skip
 
 
-def _next_layer(source: fx.Node, modules: dict[str, nn.Module], dim: int) -> tuple[fx.Node, nn.Module | None, bool]:
+def _next_layer(source: fx.Node, modules: dict[str, nn.Module], dim: int) -> tuple[fx.Node, UpdateLayer | None, bool]:
     """The Linear/Conv fed by ``source`` alone (through a flatten for a Linear), else ``source``."""
     meta = _meta(source)
     ndim = len(meta.shape) if meta is not None else 0

@@ -91,6 +91,21 @@ class Run:
         order = list(dict.fromkeys(df["lesion"]))
         return wide.loc[order, [*self.class_names, "all"]]
 
+    def float32_check(self) -> pd.DataFrame | None:
+        """For a run under autocast: the intact network and the lesions re-evaluated in float32.
+
+        One row per checked lesion (``intact`` first): lesion, n (samples), differ (top-1
+        predictions that differ from float32's), fraction. None for a float32 run.
+        """
+        if not self.config.get("autocast"):
+            return None
+        checked = self.db.get_meta("float32_check") or {}
+        n = len(self.labels)
+        order = ["intact", *sorted(set(checked) - {"intact"})] if "intact" in checked else sorted(checked)
+        df = pd.DataFrame({"lesion": order, "n": n, "differ": [checked[key] for key in order]})
+        df["fraction"] = df["differ"] / n
+        return df
+
     def topk(self, key: str) -> np.ndarray:
         """(N, k) int64 top-k predictions of a lesion (``"intact"`` for the intact network)."""
         return self.db.topk(key)

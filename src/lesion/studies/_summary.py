@@ -52,4 +52,24 @@ def run_summary(run: Run, top: int = 5, plan: str | None = None) -> RunSummary:
     lines.append(
         f"Largest class-specific gain: {gain[0]} on class {gain[1]}: +{gain[2]:.2f} pp" if gain else "No lesion improved any class."
     )
+    check = run.float32_check()
+    if check is not None:
+        lines.append(_precision_line(run.config["autocast"], check))
     return RunSummary(intact, drops.reset_index(drop=True), gain, "\n".join(lines))
+
+
+def _precision_line(autocast: str, check: pd.DataFrame) -> str:
+    """How many top-1 predictions of an autocast run differ from float32's, on the re-checked lesions."""
+    head = f"Precision: {autocast} autocast; top-1 predictions that differ from float32 (re-evaluated): "
+    if check.empty:
+        return head + "none re-evaluated yet."
+    lesions = check[check["lesion"] != "intact"]
+    parts = [f"intact {row.differ:,} of {row.n:,}" for row in check[check["lesion"] == "intact"].itertuples()]
+    if len(lesions):
+        worst = lesions.loc[lesions["differ"].idxmax()]
+        total, n = int(lesions["differ"].sum()), int(lesions["n"].sum())
+        parts.append(
+            f"{len(lesions)} sampled lesion{'s' * (len(lesions) > 1)} {total:,} of {n:,} ({100 * total / n:.3f} %), "
+            f"at most {worst['differ']:,} in one ({worst['lesion']})"
+        )
+    return head + "; ".join(parts) + "."

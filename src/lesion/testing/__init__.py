@@ -73,4 +73,31 @@ def toy_data() -> Split:
     return Split("toy/test", torch.stack(rows), torch.tensor(labels), ("c0", "c1", "c2", "c3"))
 
 
-__all__ = ["TOY_EXPECTED", "toy_data", "toy_network"]
+def rounding_network() -> nn.Sequential:
+    """A 2-1-2 network whose prediction flips when its inputs are rounded to bf16 or fp16.
+
+    ``hidden = relu(x0 - x1)`` (one unit, layer ``hidden``); logits ``[1000 * hidden, 0.2]``
+    (layer ``out``). Every weight is exact in bf16 and fp16; only the input 1.0004 is not: both
+    round it to 1, so its hidden unit goes from 0.0004 (logit 0.4 > 0.2, class 0) to 0 (class 1).
+    """
+    hidden = nn.Linear(2, 1, bias=False)
+    out = nn.Linear(1, 2)
+    with torch.no_grad():
+        hidden.weight.copy_(torch.tensor([[1.0, -1.0]]))
+        out.weight.copy_(torch.tensor([[1000.0], [0.0]]))
+        out.bias.copy_(torch.tensor([0.0, 0.2]))
+    return nn.Sequential(OrderedDict(hidden=hidden, relu=nn.ReLU(), out=out)).eval()
+
+
+def rounding_data() -> Split:
+    """6 samples for :func:`rounding_network`: in float32 all are right; under bf16/fp16 autocast
+    exactly the first 3 flip to class 1 (:data:`ROUNDING_FLIPS`); after lesioning ``hidden:0`` every
+    sample is predicted class 1 in every precision (0 flips)."""
+    rows = [[1.0004, 1.0]] * 3 + [[1.5, 1.0]] * 2 + [[1.0, 1.0]]
+    return Split("rounding/test", torch.tensor(rows), torch.tensor([0] * 5 + [1]), ("c0", "c1"))
+
+
+#: Top-1 predictions of :func:`rounding_network` on :func:`rounding_data` that differ between float32 and bf16/fp16.
+ROUNDING_FLIPS = {"intact": 3, "hidden:0": 0}
+
+__all__ = ["ROUNDING_FLIPS", "TOY_EXPECTED", "rounding_data", "rounding_network", "toy_data", "toy_network"]
