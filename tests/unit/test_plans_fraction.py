@@ -138,7 +138,7 @@ def test_globs_and_model_order() -> None:
         ({"layer_names": "fc1", "fractions": 0.0, "selector": "random"}, "fractions must be proportions"),
         ({"layer_names": "fc1", "fractions": [], "selector": "random"}, "at least one proportion"),
         ({"layer_names": "fc1", "fractions": 0.1, "selector": "similarr"}, "closest: 'similar'"),
-        ({"layer_names": "fc1", "fractions": 0.1, "selector": "random", "draws": 0}, "draws must be"),
+        ({"layer_names": "fc1", "fractions": 0.1, "selector": "random", "draws": 0}, "draws: expected an integer >= 1"),
         ({"layer_names": "fc1", "fractions": 0.1, "selector": "ranked"}, "needs attribute="),
         ({"layer_names": "fc1", "fractions": 0.1, "selector": "ranked", "attribute": {"fc2": [0] * 10}}, "no values for layer 'fc1'"),
         ({"layer_names": "fc2", "fractions": 0.1, "selector": "ranked", "attribute": {"fc2": [0] * 3}}, "shape \\(10,\\)"),

@@ -96,11 +96,11 @@ def test_checkpoint_records_the_config_and_reloads(digits: Dataset, tmp_path: Pa
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"epochs": 0}, "epochs must be an integer >= 1"),
+        ({"epochs": 0}, "epochs: expected an integer >= 1, got 0"),
         ({"momentum": 1.0}, "momentum must be a number in \\[0, 1\\)"),
         ({"lr": -1}, "lr must be a number > 0"),
-        ({"batch_size": 2.5}, "batch_size must be an integer"),
-        ({"seed": -1}, "seed must be an integer >= 0"),
+        ({"batch_size": 2.5}, "batch_size: expected an integer >= 1, got 2.5"),
+        ({"seed": -1}, "seed: expected an integer >= 0, got -1"),
         ({"model_kwargs": {"in_features": object()}}, "model_kwargs must hold plain values"),
     ],
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lesion._errors import LesionError
+from lesion._errors import LesionError, check_int
 
 # torchvision's configurations A, B, D, E: conv output widths, "M" for a 2x2 max pool.
 _CONFIGS: dict[int, list[int | str]] = {
@@ -61,11 +61,6 @@ class VGG(nn.Module):
         x = self.avgpool(x)
         x = torch.flatten(x, 1)
         return self.classifier(x)
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise LesionError(f"{name}: expected an integer >= {minimum}, got {value!r}")
 
 
 def vgg(
@@ -118,11 +113,11 @@ def vgg(
         raise LesionError(f"depth: expected one of 11, 13, 16, 19 (configurations A, B, D, E), got {depth!r}")
     if not isinstance(batch_norm, bool):
         raise LesionError(f"batch_norm: expected True or False, got {batch_norm!r}")
-    _check_int("n_classes", n_classes, 1)
-    _check_int("in_channels", in_channels, 1)
-    _check_int("image_size", image_size, _MIN_SIZE)
-    _check_int("classifier_width", classifier_width, 1)
-    _check_int("width_divisor", width_divisor, 1)
+    check_int("n_classes", n_classes, 1)
+    check_int("in_channels", in_channels, 1)
+    check_int("image_size", image_size, _MIN_SIZE)
+    check_int("classifier_width", classifier_width, 1)
+    check_int("width_divisor", width_divisor, 1)
     if 64 % width_divisor:
         raise LesionError(f"width_divisor: expected a divisor of 64 (1, 2, 4, 8, 16, 32, 64), got {width_divisor!r}")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:

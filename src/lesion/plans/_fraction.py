@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lesion._errors import LesionError, closest
+from lesion._errors import LesionError, check_int, closest
 from lesion._lesion import Lesion
 from lesion._units import Layer, layers
 from lesion.plans._plan import Plan, _check_method
@@ -97,10 +97,8 @@ def fraction(
     chosen = _layers(model, layer_names)
     props = _fractions(fractions)
     if selector == "random":
-        if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-            raise LesionError(f"draws must be an integer >= 1, got {draws!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise LesionError(f"seed must be an integer >= 0, got {seed!r}")
+        check_int("draws", draws, 1)
+        check_int("seed", seed, 0)
     info: dict[str, Any] = {
         "selector": "fraction",
         "by": selector,

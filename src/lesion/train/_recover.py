@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lesion._errors import LesionError, closest
+from lesion._errors import LesionError, check_int, closest
 from lesion._lesion import INTACT, Lesion, check_lesion, lesioned
 from lesion._progress import progress_bar
 from lesion._units import Layer, layers
@@ -43,7 +43,6 @@ from lesion.plans._fraction import fraction as fraction_plan
 from lesion.plans._fraction import group_size
 from lesion.train._train import (
     _atomic_save,
-    check_int,
     check_seed,
     check_sgd,
     cpu_state,
@@ -241,7 +240,7 @@ def recover_instances(
     list of RecoveryCurve, one per distinct group.
     """
     _lesionable(model, layer)
-    check_int("instances", instances)
+    check_int("instances", instances, 1)
     check_seed(seed)
     plan = fraction_plan(model, [layer], [fraction], "random", seed=seed, draws=instances)
     return [
@@ -315,11 +314,11 @@ def recover_iterative(
     IterativeRecovery
     """
     target = _lesionable(model, layer)
-    check_int("max_epochs", max_epochs)
+    check_int("max_epochs", max_epochs, 1)
     check_sgd(epochs=max_epochs, lr=lr, momentum=momentum, batch_size=batch_size)
-    check_int("min_epochs", min_epochs)
-    check_int("patience", patience)
-    check_int("max_iterations", max_iterations)
+    check_int("min_epochs", min_epochs, 1)
+    check_int("patience", patience, 1)
+    check_int("max_iterations", max_iterations, 1)
     if max_epochs < min_epochs:
         raise LesionError(f"max_epochs must be >= min_epochs ({min_epochs}), got {max_epochs}")
     if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or min_delta < 0:
@@ -436,7 +435,7 @@ def _check_recovery(
 ) -> Split:
     """Check what every recovery protocol needs; return the train split."""
     check_seed(seed)
-    check_int("eval_batch_size", eval_batch_size)
+    check_int("eval_batch_size", eval_batch_size, 1)
     if freeze not in FREEZE:
         raise LesionError(f"freeze must be one of {FREEZE}, got {freeze!r}{closest(str(freeze), FREEZE)}")
     if lesion is not None:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lesion._errors import LesionError
+from lesion._errors import LesionError, check_int
 from lesion._lesion import INTACT
 from lesion._progress import progress_bar
 from lesion.data import Dataset, Split
@@ -160,21 +160,15 @@ def plain(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True))
 
 
-def check_int(name: str, value: Any, minimum: int = 1) -> None:
-    """Raise `LesionError` unless ``value`` is an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise LesionError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
 def check_seed(seed: Any) -> None:
     """Raise `LesionError` unless ``seed`` is an integer >= 0."""
-    check_int("seed", seed, minimum=0)
+    check_int("seed", seed, 0)
 
 
 def check_sgd(*, epochs: int, lr: float, momentum: float, batch_size: int) -> None:
     """Raise `LesionError` unless the SGD hyper-parameters are usable."""
-    check_int("epochs", epochs)
-    check_int("batch_size", batch_size)
+    check_int("epochs", epochs, 1)
+    check_int("batch_size", batch_size, 1)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
         raise LesionError(f"lr must be a number > 0, got {lr!r}")
     if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
@@ -333,7 +327,7 @@ def train_population(
     )
     out = Path(out_dir)
     manifest = _read_manifest(out, common)
-    check_int("workers", workers)
+    check_int("workers", workers, 1)
     paths = [out / f"seed-{seed:03d}.pt" for seed in seeds]
     configs = [{**common, "seed": seed} for seed in seeds]
     todo = [(config, path) for config, path in zip(configs, paths, strict=True) if _finished(path, config) is None]
