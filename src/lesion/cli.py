@@ -124,6 +124,16 @@ def layers(
     console.print(table)
 
 
+def check_device(device: str) -> None:
+    """Raise `LesionError` unless ``device`` (cpu, cuda, mps) is available here."""
+    import torch
+
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device, False):
+        usable = [name for name, ok in available.items() if ok]
+        raise LesionError(f"--device: expected one of {usable} (available here), got {device!r}")
+
+
 def _model_and_split(
     model: str | None,
     checkpoint: Path | None,
@@ -135,15 +145,10 @@ def _model_and_split(
     device: str = "cpu",
 ) -> tuple[Any, Any]:
     """The model in eval mode on ``device`` and the first ``limit`` samples of the dataset's test split."""
-    import torch
-
     from lesion.data import load_dataset
     from lesion.models import load_model
 
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not available.get(device, False):
-        usable = [name for name, ok in available.items() if ok]
-        raise LesionError(f"--device: expected one of {usable} (available here), got {device!r}")
+    check_device(device)
     net = load_model(model, checkpoint, **parse_kwargs(model_arg)).to(device)
     return net, load_dataset(data, data_dir, normalize=normalize, train=False).test.head(limit)
 
@@ -349,6 +354,7 @@ def train(
     model_arg: ModelArgOpt = None,
     threads: Annotated[int, typer.Option(help="torch threads (0: torch's default). Tiny networks train fastest on 1.")] = 0,
     workers: Annotated[int, typer.Option(help="Seeds trained at once, one process and one thread each (e.g. one per core).")] = 1,
+    device: Annotated[str, typer.Option(help="cpu, cuda or mps: where the networks train.")] = "cpu",
 ) -> None:
     """Train one network per seed with SGD + momentum on the cross-entropy loss (the papers' recipe).
 
@@ -363,6 +369,7 @@ def train(
     from lesion.data import load_dataset
     from lesion.train import PRESETS, train_population
 
+    check_device(device)
     preset = PRESETS.get(model, {"epochs": 10, "lr": 0.01, "momentum": 0.9, "batch_size": 64})
     hparams: dict[str, Any] = {
         "epochs": epochs if epochs is not None else preset["epochs"],
@@ -374,7 +381,7 @@ def train(
     with torch_threads(threads) if threads else contextlib.nullcontext():
         paths = train_population(
             model, dataset, parse_seeds(seeds), out, model_kwargs=parse_kwargs(model_arg), progress=True,
-            workers=workers, **hparams,
+            workers=workers, device=device, **hparams,
         )
     import json
 

@@ -82,6 +82,9 @@ def test_train_population_command(tmp_path):
     assert len(a["history"]) == 2 and not torch.equal(a["trained"]["fc1.weight"], b["trained"]["fc1.weight"])
     bad = lesion_cli("train", "meyes2019-mlp", "--data", "digits", "--seeds", "x", "--out", out, check=False)
     assert bad.returncode == 2 and "--seeds" in bad.stderr
+    unavailable = "mps" if torch.cuda.is_available() else "cuda"
+    gone = lesion_cli("train", "meyes2019-mlp", "--data", "digits", "--out", tmp_path / "gpu", "--device", unavailable, check=False)
+    assert gone.returncode == 2 and "--device: expected one of" in gone.stderr and not (tmp_path / "gpu").exists()
 
 
 @pytest.mark.parametrize("args", [["--help"], ["sweep", "--help"], ["demo", "--help"], ["train", "--help"]])
