@@ -108,9 +108,9 @@ def sweep(
     autocast : {"bf16", "fp16"}, optional
         Evaluate every lesion (and the intact network) under ``torch.autocast`` in that precision;
         part of the run's identity. The intact network and ``float32_check`` lesions spread evenly
-        over the plans are then evaluated again in float32 by the reference path, and the number of
-        top-1 predictions that differ is stored (:meth:`Run.float32_check`). The check uses the same
-        engine, so the count reflects the precision alone.
+        over the plans are then evaluated again in float32, with the same engine (so the count
+        reflects the precision alone), and the number of top-1 predictions that differ is stored
+        (:meth:`Run.float32_check`).
     float32_check : int, default=16
         Lesions re-checked in float32 under ``autocast``.
     channels_last, compile : bool, default=False

@@ -43,6 +43,7 @@ ModelArgOpt = Annotated[
     list[str] | None,
     typer.Option("--model-arg", help="Model factory argument KEY=VALUE (JSON value), e.g. in_features=64. Repeatable."),
 ]
+DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda or mps: where the model runs (batches follow it).")]
 NormalizeOpt = Annotated[str | None, typer.Option("--normalize", help="unit ([0,1]), half (N(0.5,0.5), the 2020 CNN's) or standard.")]
 
 
@@ -169,7 +170,7 @@ def sweep(
     batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 256,
     memory: Annotated[str | None, typer.Option(help="Memory budget of the fast engine, e.g. 2G (default: automatic).")] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate on the first N samples only.")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or mps: where the model runs (batches follow it).")] = "cpu",
+    device: DeviceOpt = "cpu",
     autocast: Annotated[
         Autocast | None,
         typer.Option(help="Evaluate in bf16 or fp16 (torch.autocast) instead of float32. The intact network and "
@@ -219,7 +220,7 @@ def estimate(
     limit: Annotated[int | None, typer.Option(help="Estimate on the first N samples only.")] = None,
     top: Annotated[int, typer.Option(help="Rows of the ranking to print.")] = 10,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the tidy estimate table here (.csv or .parquet).")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or mps: where the model runs (batches follow it).")] = "cpu",
+    device: DeviceOpt = "cpu",
 ) -> None:
     """First-order ESTIMATES of every single-unit lesion's effect, from one forward and backward pass.
 
@@ -354,7 +355,7 @@ def train(
     model_arg: ModelArgOpt = None,
     threads: Annotated[int, typer.Option(help="torch threads (0: torch's default). Tiny networks train fastest on 1.")] = 0,
     workers: Annotated[int, typer.Option(help="Seeds trained at once, one process and one thread each (e.g. one per core).")] = 1,
-    device: Annotated[str, typer.Option(help="cpu, cuda or mps: where the networks train.")] = "cpu",
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Train one network per seed with SGD + momentum on the cross-entropy loss (the papers' recipe).
 

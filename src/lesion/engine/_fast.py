@@ -34,13 +34,13 @@ from lesion.data import Split
 from lesion.engine._outcome import Outcome, topk_and_ties
 from lesion.engine._reference import (
     autocast_context,
-    check_autocast,
     eval_mode,
     model_device,
     reference_outcomes,
 )
 from lesion.engine._split_graph import (
     Cut,
+    UpdateLayer,
     apply_node,
     make_cut,
     propagate_shapes,
@@ -100,7 +100,6 @@ def fast_outcomes(
                 raise LesionError(f"lesion {lesion.key!r} uses method 'mean' but no means were given for {missing}")
     if memory is not None and memory < 1:
         raise LesionError(f"memory must be a positive number of bytes, got {memory}")
-    check_autocast(autocast, model_device(model))
     try:
         gm = trace(model)
     except LesionError as error:
@@ -130,15 +129,22 @@ class _Options:
 
 
 @dataclass
+class _Update:
+    """Update mode: the next layer's response to the lesioned units alone."""
+
+    layer: UpdateLayer
+    index: Tensor  # (K*s,) lesioned units, padded per lesion to s
+    weight: Tensor  # thin weights of ``layer`` for ``index``
+
+
+@dataclass
 class _Chunk:
     """K lesions of one layer evaluated in one pass; ``rows``: their slots in the round's results."""
 
     rows: slice
     cut: Cut
     fill: Tensor  # the replacement after the chain, shape of the cut's source per sample
-    mask: Tensor | None  # (K, 1, ...) bool, broadcast over the source (mask mode)
-    index: Tensor | None  # (K*s,) lesioned units, padded per lesion to s (update mode)
-    weight: Tensor | None  # thin weights of the update layer for ``index`` (update mode)
+    lesion: Tensor | _Update  # mask mode: (K, 1, ...) bool mask, broadcast over the source
 
 
 def _run(
@@ -252,7 +258,7 @@ def _chunk(rows: slice, cut: Cut, fill: Tensor, units: list[tuple[int, ...]], de
         mask = torch.zeros(len(units), n_units, dtype=torch.bool, device=device)
         mask.scatter_(1, index, True)
         shape = [len(units), 1] + [n_units if d == cut.unit_dim else 1 for d in range(1, fill.dim() + 1)]
-        return _Chunk(rows, cut, fill, mask.view(shape), None, None)
+        return _Chunk(rows, cut, fill, mask.view(shape))
     valid = torch.tensor([[1.0] * len(u) + [0.0] * (width - len(u)) for u in units], device=device)
     weight: Tensor = cut.update.weight
     if isinstance(cut.update, nn.Linear):  # (out, C*P) -> (K, s*P, out)
@@ -262,29 +268,29 @@ def _chunk(rows: slice, cut: Cut, fill: Tensor, units: list[tuple[int, ...]], de
     else:  # (out, C, *kernel) -> (K*out, s, *kernel)
         w = weight[:, index] * valid.view(1, *valid.shape, *[1] * (weight.dim() - 2))
         thin = w.transpose(0, 1).reshape(-1, width, *weight.shape[2:])
-    return _Chunk(rows, cut, fill, None, index.flatten(), thin.contiguous())
+    return _Chunk(rows, cut, fill, _Update(cut.update, index.flatten(), thin.contiguous()))
 
 
 def _lesioned(chunk: _Chunk, values: dict[str, Tensor]) -> Tensor:
     """The cut value for the chunk's K lesions, shape (K*B, ...)."""
     source = values[chunk.cut.source]
-    if chunk.mask is not None:  # replace the units after the chain
-        out = torch.where(chunk.mask, chunk.fill.to(source.dtype), source.unsqueeze(0))
-    else:  # intact next layer + its response to the lesioned units' change
-        out = values[chunk.cut.cut].unsqueeze(0) + _thin(chunk, source)
+    if isinstance(chunk.lesion, _Update):  # intact next layer + its response to the lesioned units' change
+        k = chunk.rows.stop - chunk.rows.start
+        out = values[chunk.cut.cut].unsqueeze(0) + _thin(chunk.lesion, chunk.fill, source, k)
+    else:  # replace the units after the chain
+        out = torch.where(chunk.lesion, chunk.fill.to(source.dtype), source.unsqueeze(0))
     return out.reshape(-1, *out.shape[2:])
 
 
-def _thin(chunk: _Chunk, source: Tensor) -> Tensor:
-    """The update layer's response (K, B, ...) to the lesioned units' change (fill - source) alone."""
-    index, weight, update = chunk.index, chunk.weight, chunk.cut.update
-    assert index is not None and weight is not None and update is not None  # update mode
-    change = chunk.fill.index_select(0, index) - source.index_select(1, index)
-    b, k = len(source), chunk.rows.stop - chunk.rows.start
-    if isinstance(update, nn.Linear):  # (K, B, s*P) @ (K, s*P, out)
+def _thin(update: _Update, fill: Tensor, source: Tensor, k: int) -> Tensor:
+    """The update layer's response (K, B, ...) to the K lesions' change of their units (fill - source) alone."""
+    index, weight, layer = update.index, update.weight, update.layer
+    change = fill.index_select(0, index) - source.index_select(1, index)
+    b = len(source)
+    if isinstance(layer, nn.Linear):  # (K, B, s*P) @ (K, s*P, out)
         return torch.bmm(change.reshape(b, k, -1).transpose(0, 1), weight)
     conv = _CONV_FN[weight.dim()]
-    delta = conv(change, weight, None, update.stride, update.padding, update.dilation, k)
+    delta = conv(change, weight, None, layer.stride, layer.padding, layer.dilation, k)
     return delta.view(b, k, -1, *delta.shape[2:]).transpose(0, 1)
 
 

@@ -40,9 +40,9 @@ _CHANNEL_MODULES = (
 _ELEMENTWISE_FUNCTIONS = {torch.relu, F.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, torch.sigmoid, torch.tanh}
 _CHANNEL_FUNCTIONS = {F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool2d}
 _ELEMENTWISE_METHODS = {"relu", "sigmoid", "tanh"}
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONV = nn.Conv1d | nn.Conv2d | nn.Conv3d
 #: The layers an incremental update can go through: the next Linear or (ungrouped, zero-padded) Conv.
-UpdateLayer = nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d
+UpdateLayer = nn.Linear | _CONV
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
