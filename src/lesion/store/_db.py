@@ -63,6 +63,7 @@ class RunDB:
     def __init__(self, path: str | Path, *, create: bool = False) -> None:
         self.dir = Path(path)
         self.file = self.dir / DB_NAME
+        self._intact: np.ndarray | None = None
         if not create and not self.file.is_file():
             raise LesionError(f"run directory {str(self.dir)!r} holds no {DB_NAME}: not a lesion run")
         if create:
@@ -172,8 +173,14 @@ class RunDB:
         n, k = self.get_meta("dataset")["n"], self.get_meta("config")["k"]
         coded = np.frombuffer(zlib.decompress(row[0]), dtype=self._dtype()).reshape(n, k)
         if key != "intact":
-            coded = coded ^ self.topk("intact").astype(coded.dtype)
+            coded = coded ^ self._intact_topk().astype(coded.dtype)
         return coded.astype(np.int64)
+
+    def _intact_topk(self) -> np.ndarray:
+        """The intact network's top-k, read once: it is written once, before any lesion's."""
+        if self._intact is None:
+            self._intact = self.topk("intact")
+        return self._intact
 
 
 def _prepare_dir(path: Path) -> None:
