@@ -95,7 +95,7 @@ def test_help_teaches(args):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt exists on Linux only")
 def test_tune_malloc_sets_glibc_options_unless_the_user_did(monkeypatch):
-    from lesion.cli import tune_malloc
+    from lesion.cli._common import tune_malloc
 
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     assert tune_malloc() is True  # mallopt returns 0 for an unknown option or a bad value
