@@ -28,3 +28,6 @@ def demo(
     console.print(result.summary.text, highlight=False, soft_wrap=True)
     for path in result.figures:
         console.print(f"wrote {path}")
+    from lesion.report import write_report
+
+    console.print(f"wrote {write_report(out)}")
