@@ -164,6 +164,8 @@ def test_report_in_chromium(browser: Any, report: Path, tmp_path: Path) -> None:
     assert severe_logs(browser) == []
 
     shot = tmp_path / "report.png"
+    browser.set_window_size(1280, 2400)  # the whole run page: table, heatmap and the open lesion view
+    browser.execute_script("window.scrollTo(0, 0); document.querySelector('.lesion-table .tabulator-tableholder').scrollLeft = 0")
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
     if os.environ.get("LESION_REPORT_SCREENSHOT"):

@@ -208,6 +208,9 @@ def _atomic_write(target: Path, text: str) -> None:
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it private)
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
