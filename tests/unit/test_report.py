@@ -175,7 +175,7 @@ def test_study_directory(small_run: Path, tmp_path: Path) -> None:
     (study / "figures").mkdir(parents=True)
     _copy_run(small_run, study / "networks" / "seed-000")
     _copy_run(small_run, study / "networks" / "seed-001")
-    svg = '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect id="a" width="10" height="10"/></svg>'
+    svg = '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect id="a" width="10" height="10" fill="url(#a)"/></svg>'
     (study / "figures" / "fig1.svg").write_text(svg)
     (study / "figures" / "fig1.png").write_bytes(b"\x89PNG not used")
     (study / "summary.md").write_text(
@@ -188,8 +188,9 @@ def test_study_directory(small_run: Path, tmp_path: Path) -> None:
     assert len(data["runs"]) == 2 and data["study"] is True
     assert "<table>" in html and "<td>2.0</td>" in html  # summary.md's table rendered
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # raw HTML in markdown is escaped
-    svg_uri = "data:image/svg+xml;base64,"
+    svg_uri = "data:image/svg+xml;charset=utf-8,&lt;svg xmlns="
     assert html.count(svg_uri) == 2  # the figure, and summary.md's image pointing at it (SVG preferred)
+    assert "url(%23a)" in html  # '#' encoded inside the data URI
     assert 'href="#run/1"' in html and "networks/seed-001" in html
     assert ">3.5<" in html  # the stage timings' total
     assert data["runs"][0]["sprite"] == data["runs"][1]["sprite"]  # one sprite per dataset

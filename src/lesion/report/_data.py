@@ -55,7 +55,7 @@ class Limits:
         return Limits(
             table_rows=max(1_000, self.table_rows // share),
             heatmap_rows=self.heatmap_rows,
-            detail=max(100, self.detail // share),
+            detail=max(250, self.detail // share),
             thumbnails=self.thumbnails,
             sprite=self.sprite,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,12 @@ def _better(file: Path, current: Path) -> bool:
 
 
 def _data_uri(file: Path) -> str:
+    """SVG as UTF-8 text (only ``%``, ``#`` and line breaks encoded: far smaller than base64), rasters as base64."""
+    if file.suffix.lower() == ".svg":
+        text = file.read_text(encoding="utf-8")
+        for raw, coded in (("%", "%25"), ("#", "%23"), ("\r", " "), ("\n", " ")):
+            text = text.replace(raw, coded)
+        return "data:image/svg+xml;charset=utf-8," + text
     return f"data:{_MIME[file.suffix.lower()]};base64," + base64.b64encode(file.read_bytes()).decode("ascii")
 
 
@@ -72,7 +79,7 @@ def summary_html(path: Path, figure_uris: dict[str, tuple[str, str]]) -> str:
     def embed(match: re.Match[str]) -> str:
         target = Path(match.group(2))
         uri = by_file.get(target.stem) if target.parent.name == FIGURES else None
-        return f"{match.group(1)}{uri}{match.group(3)}" if uri else match.group(0)
+        return f"{match.group(1)}{escape(uri)}{match.group(3)}" if uri else match.group(0)
 
     return re.sub(r'(<img src=")([^"]+)(")', embed, html)
 

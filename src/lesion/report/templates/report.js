@@ -22,7 +22,7 @@
     state.charts[name] = c;
     return c;
   };
-  const maxAbs = (rows) => Math.max(1e-9, ...rows.flat().filter((v) => v !== null).map(Math.abs));
+  const maxAbs = (rows) => rows.reduce((m, row) => row.reduce((a, v) => (v === null ? a : Math.max(a, Math.abs(v))), m), 1e-9);
   const diverging = ["#b2182b", "#ef8a62", "#fddbc7", "#f7f7f7", "#d1e5f0", "#67a9cf", "#2166ac"];
 
   function tableRows(run) {
