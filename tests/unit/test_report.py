@@ -84,7 +84,7 @@ def test_payload_numbers_match_the_outcomes(small_run: Path) -> None:
         expected = {}
         for s in np.flatnonzero(lost):
             expected[(int(labels[s]), int(top1[s]))] = expected.get((int(labels[s]), int(top1[s])), 0) + 1
-        assert triples == expected
+        assert triples == expected and payload["detail"][key]["lost_cells"] == len(expected)
         thumbs = payload["detail"][key]["thumbs"]
         assert set(thumbs["lost"]) <= set(np.flatnonzero(lost)) and len(thumbs["lost"]) == min(24, b)
         assert set(thumbs["gained"]) <= set(np.flatnonzero(gained))
@@ -136,11 +136,22 @@ def test_limits_aggregate_a_large_run(small_run: Path) -> None:
     run.close()
     d1 = np.array(payload["lesions"]["d1"])
     assert len(d1) == 12 and len(payload["heatmap"]) == 5 and len(payload["detail"]) == 3
-    everything = np.array(run_payload(Run(small_run))["lesions"]["d1"])
+    complete = run_payload(Run(small_run))
+    full_detail = complete["detail"]
+    everything = np.array(complete["lesions"]["d1"])
     assert np.sort(np.abs(d1))[0] >= np.sort(np.abs(everything))[-12] - 1e-9  # the largest changes are kept
     assert len(payload["thumbnail_requests"]) <= 4
     assert all(len(d["thumbs"]["lost"]) <= 2 for d in payload["detail"].values())
     assert len(payload["notes"]) == 3
+    few_cells = run_payload(Run(small_run), Limits(confusion_cells=2))["detail"]
+    for key, d in few_cells.items():
+        full = full_detail[key]["lost_to"]
+        largest = sorted(full[j + 2] for j in range(0, len(full), 3))[::-1][:2]
+        assert sorted(d["lost_to"][2::3])[::-1] == largest and d["lost_cells"] == len(full) // 3
+    many_classes = Limits(table_bytes=7 * (60 + 21 * 10), heatmap_cells=40)  # bounded by bytes and cells, not rows
+    assert many_classes.rows(10) == (7, 4)
+    payload = run_payload(Run(small_run), many_classes)
+    assert len(payload["lesions"]["key"]) == 7 and len(payload["heatmap"]) == 4
 
 
 def _copy_run(src: Path, dst: Path) -> Path:

@@ -41,6 +41,14 @@ class Limits:
         Lost and gained samples shown per lesion (each).
     sprite : int, default=1_500
         Distinct sample images in the file at most (shared by every lesion view).
+    confusion_cells : int, default=100
+        Cells of each confusion change of a lesion view (the largest counts; all of them up to
+        10 classes).
+    table_bytes : int, default=8_000_000
+        Bytes the table's rows may take, at about ``60 + 21 * n_classes`` bytes a row: with many
+        classes, fewer rows than ``table_rows``.
+    heatmap_cells : int, default=200_000
+        Heatmap cells (lesions x classes) at most.
     """
 
     table_rows: int = 50_000
@@ -48,6 +56,9 @@ class Limits:
     detail: int = 2_000
     thumbnails: int = 24
     sprite: int = 1_500
+    confusion_cells: int = 100
+    table_bytes: int = 8_000_000
+    heatmap_cells: int = 200_000
 
     def scaled(self, runs: int) -> Limits:
         """The limits of each of ``runs`` runs sharing one report (a study)."""
@@ -58,7 +69,15 @@ class Limits:
             detail=max(250, self.detail // share),
             thumbnails=self.thumbnails,
             sprite=self.sprite,
+            confusion_cells=self.confusion_cells,
+            table_bytes=max(1_000_000, self.table_bytes // share),
+            heatmap_cells=self.heatmap_cells,
         )
+
+    def rows(self, n_classes: int) -> tuple[int, int]:
+        """(table rows, heatmap rows) at most, for a run of ``n_classes`` classes."""
+        table = min(self.table_rows, max(1, self.table_bytes // (60 + 21 * n_classes)))
+        return table, min(self.heatmap_rows, max(1, self.heatmap_cells // n_classes))
 
 
 def _round(values: np.ndarray | pd.Series, digits: int) -> list[float | None]:
@@ -121,7 +140,8 @@ def run_payload(run: Run, limits: Limits | None = None) -> dict[str, Any]:
     p = np.asarray(mcnemar_exact(lost, gained), dtype=np.float64)  # (L, n_classes + 1)
     q, reject = benjamini_hochberg(p, alpha=ALPHA)  # one family: every lesion, every class and overall
 
-    table = _chosen(change[:, -1], limits.table_rows)
+    table_rows, heatmap_rows = limits.rows(n_classes)
+    table = _chosen(change[:, -1], table_rows)
     notes: list[str] = []
     if len(table) < len(keys):
         notes.append(
@@ -144,7 +164,7 @@ def run_payload(run: Run, limits: Limits | None = None) -> dict[str, Any]:
         "near": [int(v) for v in finished["near_ties"].fillna(0).to_numpy()[table]],
         "cls": [_round(row, 3) for row in change[table, :-1]],
     }
-    heat = _chosen(change[table, -1], limits.heatmap_rows)
+    heat = _chosen(change[table, -1], heatmap_rows)
     if len(heat) < len(table):
         notes.append(f"The heatmap shows the {len(heat):,} lesions with the largest overall change, in plan order.")
     detail_rows = _chosen(change[table, -1], limits.detail)
@@ -220,10 +240,9 @@ def _details(
         lost = np.flatnonzero(intact_correct & ~right)
         gained = np.flatnonzero(~intact_correct & right)
         records.append((key, lost, gained))
-        detail[key] = {
-            "lost_to": _flat_counts(labels[lost], top1[lost], n_classes),
-            "gained_from": _flat_counts(labels[gained], intact_top1[gained], n_classes),
-        }
+        lost_to, lost_cells = _flat_counts(labels[lost], top1[lost], n_classes, limits.confusion_cells)
+        gained_from, gained_cells = _flat_counts(labels[gained], intact_top1[gained], n_classes, limits.confusion_cells)
+        detail[key] = {"lost_to": lost_to, "lost_cells": lost_cells, "gained_from": gained_from, "gained_cells": gained_cells}
     for key, lost, gained in sorted(records, key=lambda r: -len(r[1])):
         detail[key]["thumbs"] = {
             "lost": _pick(lost, pool, limits),
@@ -234,11 +253,12 @@ def _details(
     return detail, sorted(pool)
 
 
-def _flat_counts(true: np.ndarray, predicted: np.ndarray, n_classes: int) -> list[int]:
-    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(matrix, (true, predicted), 1)
-    t, p = np.nonzero(matrix)
-    return [int(v) for triple in zip(t, p, matrix[t, p], strict=True) for v in triple]
+def _flat_counts(true: np.ndarray, predicted: np.ndarray, n_classes: int, cap: int) -> tuple[list[int], int]:
+    """Flat [true, predicted, count, ...] of the ``cap`` largest (true, predicted) counts, and the number of nonzero cells."""
+    cells, counts = np.unique(true.astype(np.int64) * n_classes + predicted, return_counts=True)
+    keep = np.sort(np.argsort(-counts, kind="stable")[:cap])
+    flat = [int(v) for c, n in zip(cells[keep], counts[keep], strict=True) for v in (c // n_classes, c % n_classes, n)]
+    return flat, len(cells)
 
 
 def _pick(samples: np.ndarray, pool: dict[int, None], limits: Limits) -> list[int]:

@@ -120,9 +120,9 @@
     chart(node, {
       title: { text: title, textStyle: { fontSize: 13 } },
       tooltip: { formatter: (p) => `true class <b>${run.classes[p.data[1]]}</b> → ${xname} <b>${run.classes[p.data[0]]}</b>: ${p.data[2]} samples` },
-      grid: { left: 60, right: 10, top: 40, bottom: 70 },
-      xAxis: { type: "category", data: run.classes, name: xname, nameLocation: "middle", nameGap: 40 },
-      yAxis: { type: "category", data: run.classes, name: "true class", inverse: true },
+      grid: { left: 10, right: 10, top: 40, bottom: 40, containLabel: true },
+      xAxis: { type: "category", data: run.classes, name: xname, nameLocation: "middle", nameGap: 28 },
+      yAxis: { type: "category", data: run.classes, inverse: true },
       visualMap: { min: 0, max: top, show: false, inRange: { color: ["#fff5f0", "#fb6a4a", "#67000d"] } },
       series: [{ type: "heatmap", data: cells, label: { show: run.classes.length <= 12, fontSize: 10 } }],
     }, name);
@@ -181,8 +181,11 @@
       conf.appendChild(a); conf.appendChild(b);
       box.appendChild(el("h4", {}, "Where the lost samples went, and where the gained ones came from"));
       box.appendChild(conf);
-      confusion(a, run, d.lost_to, "lost: true class → top-1 after the lesion", "top-1 after", "lost");
-      confusion(b, run, d.gained_from, "gained: true class → top-1 of the intact network", "intact top-1", "gained");
+      if (d.lost_cells * 3 > d.lost_to.length || d.gained_cells * 3 > d.gained_from.length) {
+        box.appendChild(el("p", { class: "hint" }, `The largest cells only: ${d.lost_to.length / 3} of ${d.lost_cells} (lost), ${d.gained_from.length / 3} of ${d.gained_cells} (gained).`));
+      }
+      confusion(a, run, d.lost_to, "lost: true class (rows) → top-1 after the lesion", "top-1 after", "lost");
+      confusion(b, run, d.gained_from, "gained: true class (rows) → intact top-1", "intact top-1", "gained");
       box.appendChild(el("h4", {}, "Samples"));
       box.appendChild(thumbs(run, d.thumbs.lost, d.thumbs.n_lost, "lost"));
       box.appendChild(thumbs(run, d.thumbs.gained, d.thumbs.n_gained, "gained"));
