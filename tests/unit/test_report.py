@@ -92,6 +92,12 @@ def test_payload_numbers_match_the_outcomes(small_run: Path) -> None:
     q = np.array(payload["lesions"]["q"], dtype=float)
     assert np.all(q >= np.array(payload["lesions"]["p"]))
     assert payload["intact"]["overall"]["top1"] == pytest.approx(100 * before.mean(), abs=1e-3)
+    groups = payload["groups"]
+    assert list(zip(groups["plan"], groups["layers"], groups["n"], strict=True)) == [("single", "fc1", 20), ("single", "fc2", 10), ("pairs", "fc1", 15)]
+    fc2 = [i for i, key in enumerate(keys) if key.startswith("fc2")]
+    d1 = np.array(payload["lesions"]["d1"])
+    assert groups["worst"][1] == pytest.approx(d1[fc2].min(), abs=1e-3) and groups["mean"][1] == pytest.approx(d1[fc2].mean(), abs=1e-3)
+    assert groups["sig"][1] == sum(payload["lesions"]["sig"][i] for i in fc2)
     run.close()
 
 
@@ -143,6 +149,7 @@ def test_limits_aggregate_a_large_run(small_run: Path) -> None:
     assert len(payload["thumbnail_requests"]) <= 4
     assert all(len(d["thumbs"]["lost"]) <= 2 for d in payload["detail"].values())
     assert len(payload["notes"]) == 3
+    assert sum(payload["groups"]["n"]) == 45  # the aggregate still covers every lesion
     few_cells = run_payload(Run(small_run), Limits(confusion_cells=2))["detail"]
     for key, d in few_cells.items():
         full = full_detail[key]["lost_to"]

@@ -187,6 +187,7 @@ def run_payload(run: Run, limits: Limits | None = None) -> dict[str, Any]:
         "sig": [[int(v) for v in row] for row in reject[table, :-1]],
     }
     return {
+        "groups": _groups(finished, change[:, -1], reject[:, -1]),
         "classes": classes,
         "k": int(run.config.get("k", 1)),
         "n": len(labels),
@@ -205,6 +206,28 @@ def run_payload(run: Run, limits: Limits | None = None) -> dict[str, Any]:
         "complete": {"done": len(keys), "total": total},
         "notes": notes,
         "thumbnail_requests": requests,
+    }
+
+
+def _groups(finished: pd.DataFrame, overall: np.ndarray, significant: np.ndarray) -> dict[str, list[Any]]:
+    """Every finished lesion (not only the table's), aggregated by plan and layers.
+
+    Column lists: plan, layers, n (lesions), mean / worst (min) / best (max) overall top-1 change in
+    pp, sig (lesions whose overall change survives Benjamini-Hochberg).
+    """
+    frame = pd.DataFrame(
+        {"plan": finished["plan"].astype(str), "layers": finished["layers"].astype(str), "d1": overall, "sig": significant}
+    )
+    grouped = frame.groupby(["plan", "layers"], sort=False)
+    table = grouped["d1"].agg(["size", "mean", "min", "max"]).join(grouped["sig"].sum()).reset_index()
+    return {
+        "plan": table["plan"].tolist(),
+        "layers": table["layers"].tolist(),
+        "n": [int(v) for v in table["size"]],
+        "mean": _round(table["mean"], 3),
+        "worst": _round(table["min"], 3),
+        "best": _round(table["max"], 3),
+        "sig": [int(v) for v in table["sig"]],
     }
 
 

@@ -48,6 +48,18 @@
                { name: "top-" + run.k, type: "bar", data: I.topk, itemStyle: { color: "#888" } }],
     }, "intact-" + r);
 
+    const G = run.groups;
+    state.tables["groups-" + r] = new Tabulator(view.querySelector(".group-table"), {
+      data: G.plan.map((plan, g) => ({ plan, layers: G.layers[g], n: G.n[g], mean: G.mean[g], worst: G.worst[g], best: G.best[g], sig: G.sig[g] })),
+      layout: "fitData", columns: [
+        { title: "plan", field: "plan" }, { title: "layers", field: "layers" },
+        { title: "lesions", field: "n", hozAlign: "right", sorter: "number" },
+        { title: "mean Δ top-1", field: "mean", hozAlign: "right", sorter: "number", formatter: (c) => signed(c.getValue()) },
+        { title: "worst", field: "worst", hozAlign: "right", sorter: "number", formatter: (c) => signed(c.getValue()) },
+        { title: "best", field: "best", hozAlign: "right", sorter: "number", formatter: (c) => signed(c.getValue()) },
+        { title: "✓ (BH)", field: "sig", hozAlign: "right", sorter: "number" },
+      ] });
+
     const num = (title, field, filter, formatter) => ({ title, field, hozAlign: "right", sorter: "number", headerFilter: filter ? "number" : undefined,
       headerFilterFunc: filter ? "<=" : undefined, headerFilterPlaceholder: filter ? "≤" : undefined, formatter, headerSortStartingDir: "asc" });
     const pp = (cell) => signed(cell.getValue());
