@@ -155,7 +155,7 @@ def test_limits_aggregate_a_large_run(small_run: Path) -> None:
         full = full_detail[key]["lost_to"]
         largest = sorted(full[j + 2] for j in range(0, len(full), 3))[::-1][:2]
         assert sorted(d["lost_to"][2::3])[::-1] == largest and d["lost_cells"] == len(full) // 3
-    many_classes = Limits(table_bytes=7 * (60 + 21 * 10), heatmap_cells=40)  # bounded by bytes and cells, not rows
+    many_classes = Limits(table_bytes=7 * (60 + 28 * 10), heatmap_cells=40)  # bounded by bytes and cells, not rows
     assert many_classes.rows(10) == (7, 4)
     payload = run_payload(Run(small_run), many_classes)
     assert len(payload["lesions"]["key"]) == 7 and len(payload["heatmap"]) == 4

@@ -41,11 +41,11 @@ class Limits:
         Lost and gained samples shown per lesion (each).
     sprite : int, default=1_500
         Distinct sample images in the file at most (shared by every lesion view).
-    confusion_cells : int, default=100
-        Cells of each confusion change of a lesion view (the largest counts; all of them up to
-        10 classes).
+    confusion_cells : int, default=60
+        Cells of each confusion change of a lesion view (the largest counts; nearly always all of
+        them with 10 classes).
     table_bytes : int, default=8_000_000
-        Bytes the table's rows may take, at about ``60 + 21 * n_classes`` bytes a row: with many
+        Bytes the table's rows may take, at about ``60 + 28 * n_classes`` bytes a row: with many
         classes, fewer rows than ``table_rows``.
     heatmap_cells : int, default=200_000
         Heatmap cells (lesions x classes) at most.
@@ -56,7 +56,7 @@ class Limits:
     detail: int = 2_000
     thumbnails: int = 24
     sprite: int = 1_500
-    confusion_cells: int = 100
+    confusion_cells: int = 60
     table_bytes: int = 8_000_000
     heatmap_cells: int = 200_000
 
@@ -76,7 +76,7 @@ class Limits:
 
     def rows(self, n_classes: int) -> tuple[int, int]:
         """(table rows, heatmap rows) at most, for a run of ``n_classes`` classes."""
-        table = min(self.table_rows, max(1, self.table_bytes // (60 + 21 * n_classes)))
+        table = min(self.table_rows, max(1, self.table_bytes // (60 + 28 * n_classes)))
         return table, min(self.heatmap_rows, max(1, self.heatmap_cells // n_classes))
 
 
