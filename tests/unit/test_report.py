@@ -267,3 +267,22 @@ def test_cli_report(small_run: Path, tmp_path: Path) -> None:
     bad = subprocess.run([*env_py, "report", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2 and "run directory" in bad.stderr
     assert not (tmp_path / "report.html").exists()
+
+
+def test_provenance_of_an_incomplete_bf16_run(tmp_path: Path) -> None:
+    data = load_dataset("digits")
+    model = load_model("meyes2019-mlp", in_features=64)
+    out = tmp_path / "bf16"
+    sweep(model, data.test.head(100), [single(model, "fc2")], out, autocast="bf16", float32_check=2).close()
+    with sqlite3.connect(out / "results.sqlite") as con:  # as if killed after 7 of its 10 lesions
+        con.execute("DELETE FROM metrics WHERE lesion_id IN (SELECT id FROM lesions WHERE key IN ('fc2:7', 'fc2:8', 'fc2:9'))")
+        con.execute("DELETE FROM outcomes WHERE lesion_id IN (SELECT id FROM lesions WHERE key IN ('fc2:7', 'fc2:8', 'fc2:9'))")
+    html = write_report(out).read_text(encoding="utf-8")
+    assert "bf16 autocast" in html and "7 of 10 finished — INCOMPLETE" in html and "incomplete</span>" in html
+    run = Run(out)
+    check = run.float32_check()
+    assert check is not None and len(check) == 3  # the intact network and two lesions
+    for row in check.itertuples():
+        assert f"<td>{row.lesion}</td><td class=\"num\">{row.differ} of {row.n}</td>" in html
+    assert len(_data_block(html)["runs"][0]["lesions"]["key"]) == 7
+    run.close()
