@@ -89,8 +89,9 @@ def severe_logs(driver: Any) -> list[dict[str, Any]]:
 
 
 def column(driver: Any, field: str) -> list[str]:
-    cells = driver.find_elements(By.CSS_SELECTOR, f"#view-run-0 .lesion-table .tabulator-row .tabulator-cell[tabulator-field='{field}']")
-    return [c.text for c in cells]
+    """The texts of the lesion table's rendered cells of ``field``, top to bottom (read in one step: rows re-render)."""
+    selector = f"#view-run-0 .lesion-table .tabulator-row .tabulator-cell[tabulator-field='{field}']"
+    return driver.execute_script("return [...document.querySelectorAll(arguments[0])].map((c) => c.textContent.trim())", selector)
 
 
 def test_report_in_chromium(browser: Any, report: Path, tmp_path: Path) -> None:
@@ -115,6 +116,17 @@ def test_report_in_chromium(browser: Any, report: Path, tmp_path: Path) -> None:
     assert len(shown) >= 8
     assert shown == sorted(lost_db.values(), reverse=True)[: len(shown)]
     assert [lost_db[k] for k in keys] == shown
+
+    # filter by layer: only fc2's 10 single lesions remain
+    layer_filter = browser.find_element(By.CSS_SELECTOR, "#view-run-0 .lesion-table .tabulator-col[tabulator-field='layers'] input")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", layer_filter)
+    layer_filter.send_keys("fc2")
+    assert wait_for(lambda: set(column(browser, "layers")) == {"fc2"})
+    assert sorted(column(browser, "key")) == sorted(k for k in lost_db if k.startswith("fc2:"))
+    layer_filter.clear()
+    layer_filter.send_keys(" ")  # an input event: the filter is emptied
+    layer_filter.clear()
+    assert wait_for(lambda: len(set(column(browser, "layers"))) == 2)
 
     # hover a heatmap cell and read the tooltip
     chart = browser.find_element(By.CSS_SELECTOR, "#view-run-0 .chart-heatmap")
