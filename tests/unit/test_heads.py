@@ -2,6 +2,10 @@
 
 import copy
 import math
+import os
+import subprocess
+import sys
+import textwrap
 from contextlib import contextmanager
 
 import pytest
@@ -434,3 +438,39 @@ def test_capture_of_heads_is_head_major(tmp_path):
     assert torch.allclose(torch.from_numpy(acts.layer("attn").copy()), truth.flatten(1), atol=1e-6)
     neurons = acts.neurons()
     assert (neurons["unit"].to_numpy() == torch.arange(4).repeat_interleave(10).numpy()).all()
+
+
+FACTORY = """
+from torch import nn
+
+class Classifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(12, 16)
+        self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 4, 32, batch_first=True), 2)
+        self.unused = nn.Linear(16, 16)
+        self.out = nn.Linear(16, 3)
+
+    def forward(self, tokens):
+        return self.out(self.enc(self.embed(tokens)).mean(1))
+
+def tiny():
+    return Classifier()
+"""
+
+
+def test_cli_layers_lists_heads_and_not_what_never_runs(tmp_path):
+    (tmp_path / "tinymodels.py").write_text(textwrap.dedent(FACTORY))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+
+    def cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "lesion", "layers", *args], capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    out = cli("--model", "tinymodels:tiny")
+    assert "enc.layers.1.self_attn" in out and "MultiheadAttention heads" in out
+    assert "out_proj" not in out and "unused" not in out and "probe" not in out
+    assert "Listed without a probe forward" in cli("--model", "meyes2020-cnn")
+    probed = cli("--model", "meyes2020-cnn", "--model-arg", "image_size=8", "--data", "digits")
+    assert "conv3" in probed and "Listed without" not in probed
