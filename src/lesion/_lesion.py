@@ -151,6 +151,7 @@ class _Target:
     """What a lesion does to one layer, and what its unit output must look like."""
 
     units: Tensor  # (k,) int64
+    last: int  # the largest unit index
     dim: int  # the unit dimension
     n_units: int | None  # expected size along ``dim``; None for a module that is not a listed layer
     n_dims: int | None  # expected number of output dimensions; None: any >= 2
@@ -170,7 +171,7 @@ def _check_output(name: str, output: Any, target: _Target) -> None:
     size = output.shape[dim]
     if target.n_units is not None and size != target.n_units:
         raise LesionError(f"layer {name!r}: expected {target.n_units} units along dim {target.dim}, its output has shape {tuple(output.shape)}")
-    if int(target.units.max()) >= size:
+    if target.last >= size:
         raise LesionError(f"units {target.units.tolist()} of layer {name!r} are out of range: its output has {size} units")
     if target.fill is not None:
         per_sample = output.shape[1:]
@@ -226,7 +227,8 @@ def lesioned(
     lesion : Lesion
     means : mapping of layer name -> Tensor of shape output.shape[1:], optional
         Required for ``method="mean"``: each unit's mean output over a reference set
-        (see :func:`unit_means`); a dimension other than the unit one may be 1 (averaged).
+        (see :func:`unit_means`; (L, num_heads, head_dim) for attention heads); a dimension other
+        than the unit one may be 1 (averaged over it).
 
     Each forward pass of ``model`` in the block checks that every lesioned layer ran, with its
     units where expected, and raises `LesionError` otherwise: a lesion always takes effect. An
@@ -261,11 +263,13 @@ def lesioned(
     targets = {}
     for name, units in lesion.units:
         layer = known.get(name)
+        n_dims = next((n for kind, n in _CONV_DIMS.items() if isinstance(modules[name], kind)), None)
         targets[name] = _Target(
             torch.tensor(units),
+            max(units),
             layer.unit_dim if layer else 1,
             layer.n_units if layer else None,
-            _CONV_DIMS.get(type(modules[name])) or (4 if layer and layer.kind == HEADS else None),
+            4 if layer and layer.kind == HEADS else n_dims,
             None if lesion.method == "zero" else means[name],  # type: ignore[index]
         )
     ran = dict.fromkeys(targets, False)

@@ -123,12 +123,11 @@ def layers(
     from lesion.models import load_model
 
     net = load_model(model, checkpoint, **parse_kwargs(model_arg))
+    example = example_input(net)
     if data is not None:
         from lesion.data import load_dataset
 
         example = next(load_dataset(data, data_dir, normalize=normalize, train=False).test.batches(2))[0]
-    else:
-        example = example_input(net)
     try:
         found = lesion.layers(net, include=include or (), example=example) if example is not None else None
     except LesionError:
