@@ -2,9 +2,9 @@
 
 A *layer* is a submodule named by its ``named_modules()`` path (``fc1``, ``features.33``); a *unit*
 is one output channel of it: the last dimension of a ``Linear``'s output, dimension 1 of any other
-module's output (a convolution's feature map), and one head of an ``nn.MultiheadAttention``. Selections are written ``fc1:3``, ``fc1:3,7``,
-``fc1:0-9``, ``fc1:*`` (or just ``fc1``); several are joined with ``;`` and layer names may be
-shell-style globs (``features.*``).
+module's output (a convolution's feature map), one head of an ``nn.MultiheadAttention``.
+Selections are written ``fc1:3``, ``fc1:3,7``, ``fc1:0-9``, ``fc1:*`` (or just ``fc1``); several
+are joined with ``;`` and layer names may be shell-style globs (``features.*``).
 """
 
 from __future__ import annotations

@@ -412,17 +412,23 @@ class SelfAttentionClassifier(nn.Module):
         return self.out(self.attn(x, x, x, need_weights=False)[0].mean(1))
 
 
-def test_first_order_estimate_of_heads_is_exact_where_the_logits_are_linear_in_them(tmp_path):
+@pytest.mark.parametrize("inputs", ["vectors", "tokens"])
+def test_first_order_estimate_of_heads_is_exact_where_the_logits_are_linear_in_them(inputs):
     torch.manual_seed(10)
-    model = SelfAttentionClassifier().eval()
-    split = Split("x", torch.randn(64, 5, 8), torch.randint(0, 3, (64,)), ("a", "b", "c"))
+    if inputs == "vectors":
+        model, name = SelfAttentionClassifier().eval(), "attn"
+        x = torch.randn(64, 5, 8)
+    else:  # integer inputs: nothing before the heads can carry a gradient of the input
+        model, name = nn.Sequential(nn.Embedding(12, 8), SelfAttentionClassifier()).eval(), "1.attn"
+        x = torch.randint(0, 12, (64, 5))
+    split = Split("x", x, torch.randint(0, 3, (64,)), ("a", "b", "c"))
     for method in ("zero", "mean"):
-        means = lesion.unit_means(model, ["attn"], split.batches(64)) if method == "mean" else None
+        means = lesion.unit_means(model, [name], split.batches(64)) if method == "mean" else None
         with untouched(model):
-            table = lesion.estimate(model, split, ["attn"], method=method, means=means)
+            table = lesion.estimate(model, split, [name], method=method, means=means)
         overall = table[table["class"] == "overall"].set_index("unit")["accuracy"]
         for head in range(4):
-            (outcome,) = lesion.evaluate(model, split, [Lesion((("attn", (head,)),), method)], means=means, engine="reference", k=1)
+            (outcome,) = lesion.evaluate(model, split, [Lesion(((name, (head,)),), method)], means=means, engine="reference", k=1)
             exact = (outcome.topk[:, 0] == split.labels.numpy()).mean()
             assert overall[head] == pytest.approx(exact), (method, head)
 

@@ -9,6 +9,7 @@ estimate elsewhere; the exact numbers come from :func:`lesion.evaluate`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -73,8 +74,8 @@ def estimate(
     with eval_mode(model), torch.enable_grad():
         for x, y in split.batches(batch_size):
             outputs: dict[str, Tensor] = {}
-            with tapped(model, layer_names, outputs.__setitem__):
-                logits = model(x.to(device).detach().requires_grad_())
+            with tapped(model, layer_names, functools.partial(_keep, outputs)):
+                logits = model(x.to(device))
             changes = _logit_changes(logits, [outputs[n] for n in layer_names], layer_names, known, means, method)
             logits, labels = logits.detach(), y.to(device)
             hits = (logits.argmax(1) == labels).double()
@@ -85,6 +86,12 @@ def estimate(
                 per_class = torch.zeros(n_classes, guess.shape[1], dtype=torch.float64, device=device)
                 correct[name] += per_class.index_add_(0, labels, guess.double()).T.cpu().numpy()
     return _table(correct, intact, counts, split, method)
+
+
+def _keep(outputs: dict[str, Tensor], name: str, output: Tensor) -> Tensor:
+    """Keep ``output`` for differentiation (as a leaf if nothing before it needs gradients, e.g. token inputs)."""
+    outputs[name] = output if output.requires_grad else output.detach().requires_grad_()
+    return outputs[name]
 
 
 def _logit_changes(
