@@ -1,8 +1,10 @@
 """The `Lesion` spec and the one mechanism that applies it: output masks inside `lesioned(...)`.
 
 Parameters and buffers are never written. A lesioned unit's output is replaced after the layer
-runs: by 0 (``zero``: for a Linear/Conv exactly "incoming weights and bias set to 0") or by its
-mean over a reference set (``mean``). Because the replacement is a tensor operation in the
+runs: by 0 (``zero``: for a Linear/Conv exactly "incoming weights and bias set to 0"; for an
+attention head exactly "its columns of out_proj.weight set to 0") or by its mean over a reference
+set (``mean``). Every forward pass checks that each lesioned layer ran, so a lesion never silently
+changes nothing. Because the replacement is a tensor operation in the
 forward pass, it serves evaluation and training alike: a zeroed unit passes no gradient to its
 incoming weights.
 """
@@ -18,7 +20,19 @@ import torch
 from torch import Tensor, nn
 
 from lesion._errors import LesionError, closest
-from lesion._units import Layer, SelectionLike, format_units, layers, select
+from lesion._forward import standard_attention, tapped
+from lesion._units import (
+    HEADS,
+    LESIONABLE,
+    Layer,
+    SelectionLike,
+    candidates,
+    format_units,
+    layers,
+    never_runs,
+    select,
+    selection_items,
+)
 
 METHODS = ("zero", "mean")
 
@@ -66,7 +80,15 @@ class Lesion:
         >>> Lesion.of(meyes2019_mlp(), "fc1:0-2;fc2:5").key
         'fc1:0-2+fc2:5'
         """
-        return cls(tuple(select(layers(model), selection).items()), method)
+        known = layers(model)
+        listed = {layer.name for layer in known}
+        modules = dict(model.named_modules())
+        for name, _ in selection_items(selection):
+            if name and name in modules and name not in listed:  # a module that did not run in the probe
+                reason = never_runs(model, name, modules)
+                if reason or isinstance(modules[name], LESIONABLE):
+                    raise LesionError(f"selection: {reason or _did_not_run(name)}")
+        return cls(tuple(select(known, selection).items()), method)
 
     @classmethod
     def from_key(cls, key: str) -> Lesion:
@@ -112,39 +134,83 @@ INTACT = Lesion()
 
 
 def _replace(output: Tensor, units: Tensor, dim: int, fill: Tensor | None) -> Tensor:
-    """``output`` with ``units`` along ``dim`` set to 0 or to ``fill`` (shape output.shape[1:])."""
+    """``output`` (B, ...) with ``units`` along ``dim`` set to 0 or to ``fill`` (per sample; see :func:`_check_output`)."""
     if fill is None:
         return output.index_fill(dim, units, 0.0)
-    fill_dim = dim - 1 if dim > 0 else dim
-    source = fill.index_select(fill_dim, units).to(output.dtype).expand(output.shape[0], *[-1] * (output.dim() - 1))
-    return output.index_copy(dim, units, source)
+    dim = dim % output.dim()
+    picked = fill.to(output.device, output.dtype).index_select(dim - 1, units).unsqueeze(0)
+    return output.index_copy(dim, units, picked.expand(*output.shape[:dim], len(units), *output.shape[dim + 1 :]))
 
 
-def _hook(name: str, units: Tensor, dim: int, fill: Tensor | None) -> Any:
-    def hook(module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
-        if int(units.max()) >= output.shape[dim]:
+#: Output dimensions of a batched convolution.
+_CONV_DIMS = {nn.Conv1d: 3, nn.Conv2d: 4, nn.Conv3d: 5}
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What a lesion does to one layer, and what its unit output must look like."""
+
+    units: Tensor  # (k,) int64
+    last: int  # the largest unit index
+    dim: int  # the unit dimension
+    n_units: int | None  # expected size along ``dim``; None for a module that is not a listed layer
+    n_dims: int | None  # expected number of output dimensions; None: any >= 2
+    fill: Tensor | None  # None: zero; else the means, broadcastable to the output per sample
+
+
+def _check_output(name: str, output: Any, target: _Target) -> None:
+    """Raise `LesionError` unless ``output`` holds the layer's units where the lesion expects them."""
+    if not isinstance(output, Tensor) or output.is_nested:
+        raise LesionError(f"layer {name!r} returned {type(output).__name__}, not a plain tensor whose units can be lesioned")
+    dim = target.dim % max(output.dim(), 1)
+    if output.dim() < 2 or (target.n_dims is not None and output.dim() != target.n_dims):
+        raise LesionError(
+            f"layer {name!r}: expected a batched output with its units along dim {target.dim}, got shape "
+            f"{tuple(output.shape)} (an input without a batch dimension?)"
+        )
+    size = output.shape[dim]
+    if target.n_units is not None and size != target.n_units:
+        raise LesionError(f"layer {name!r}: expected {target.n_units} units along dim {target.dim}, its output has shape {tuple(output.shape)}")
+    if target.last >= size:
+        raise LesionError(f"units {target.units.tolist()} of layer {name!r} are out of range: its output has {size} units")
+    if target.fill is not None:
+        per_sample = output.shape[1:]
+        fits = target.fill.dim() == len(per_sample) and target.fill.shape[dim - 1] == size and all(
+            f in (1, o) for f, o in zip(target.fill.shape, per_sample, strict=True)
+        )
+        if not fits:
             raise LesionError(
-                f"units {units.tolist()} of layer {name!r} are out of range: its output has {output.shape[dim]} units"
+                f"means of layer {name!r} have shape {tuple(target.fill.shape)}, but its output per sample has shape "
+                f"{tuple(per_sample)}: expected that shape, or 1 where averaged (other than the unit dim). "
+                "Were the means computed on inputs of another size? Average them over positions (keepdim) to reuse them."
             )
-        return _replace(output, units.to(output.device), dim, None if fill is None else fill.to(output.device))
-
-    return hook
 
 
 def check_lesion(model: nn.Module, lesion: Lesion) -> dict[str, Layer]:
-    """Raise `LesionError` unless every layer of ``lesion`` exists in ``model`` and its units are in range.
+    """Raise `LesionError` unless every layer of ``lesion`` exists in ``model``, can run, and its units are in range.
 
     Returns the model's lesionable layers by name (modules of other kinds, e.g. a ReLU named as
-    a lesion point, are checked for range when they run).
+    a lesion point, are checked for range when they run). No forward pass: whether each layer
+    does run is checked by :func:`lesioned` in the forward itself.
     """
     modules = dict(model.named_modules())
-    known = {layer.name: layer for layer in layers(model)}
+    known = {layer.name: layer for layer in candidates(model)}
     for name, units in lesion.units:
         if name not in modules or name == "":
             raise LesionError(f"unknown layer {name!r}{closest(name, [n for n in modules if n])}")
+        reason = never_runs(model, name, modules)
+        if reason:
+            raise LesionError(f"lesion {lesion.key!r}: {reason}")
         if name in known:
             select([known[name]], {name: units})
     return known
+
+
+def _did_not_run(name: str) -> str:
+    return (
+        f"layer {name!r} did not run in the model's forward pass, so its lesion would change nothing; "
+        "lesion a layer that runs (lesion.layers(model, example=x) lists them)"
+    )
 
 
 @contextmanager
@@ -161,7 +227,14 @@ def lesioned(
     lesion : Lesion
     means : mapping of layer name -> Tensor of shape output.shape[1:], optional
         Required for ``method="mean"``: each unit's mean output over a reference set
-        (see :func:`unit_means`).
+        (see :func:`unit_means`; (L, num_heads, head_dim) for attention heads); a dimension other
+        than the unit one may be 1 (averaged over it).
+
+    Each forward pass of ``model`` in the block checks that every lesioned layer ran, with its
+    units where expected, and raises `LesionError` otherwise: a lesion always takes effect. An
+    attention module's heads are silenced before its output projection. Models with an
+    ``nn.MultiheadAttention`` run on PyTorch's standard attention path in the block (see
+    ``lesion._forward.standard_attention``), the intact network too.
 
     Hooks are removed on every exit path (return, exception, KeyboardInterrupt); the model's
     parameters and buffers are never written.
@@ -183,13 +256,43 @@ def lesioned(
             raise LesionError(
                 f"lesion {lesion.key!r} uses method 'mean' but no means were given for {missing}; compute them with unit_means()"
             )
-    handles = []
+    if not lesion.units:
+        with standard_attention(model):
+            yield model
+        return
+    targets = {}
+    for name, units in lesion.units:
+        layer = known.get(name)
+        n_dims = next((n for kind, n in _CONV_DIMS.items() if isinstance(modules[name], kind)), None)
+        targets[name] = _Target(
+            torch.tensor(units),
+            max(units),
+            layer.unit_dim if layer else 1,
+            layer.n_units if layer else None,
+            4 if layer and layer.kind == HEADS else n_dims,
+            None if lesion.method == "zero" else means[name],  # type: ignore[index]
+        )
+    ran = dict.fromkeys(targets, False)
+
+    def replace(name: str, output: Tensor) -> Tensor:
+        target = targets[name]
+        ran[name] = True
+        _check_output(name, output, target)
+        return _replace(output, target.units.to(output.device), target.dim, target.fill)
+
+    def start(module: nn.Module, inputs: Any) -> None:
+        for name in ran:
+            ran[name] = False
+
+    def verify(module: nn.Module, inputs: Any, output: Any) -> None:
+        silent = [name for name, done in ran.items() if not done]
+        if silent:
+            raise LesionError(_did_not_run(silent[0]))
+
+    handles = [model.register_forward_pre_hook(start), model.register_forward_hook(verify)]
     try:
-        for name, units in lesion.units:
-            fill = None if lesion.method == "zero" else means[name]  # type: ignore[index]
-            dim = known[name].unit_dim if name in known else 1
-            handles.append(modules[name].register_forward_hook(_hook(name, torch.tensor(units), dim, fill)))
-        yield model
+        with tapped(model, list(targets), replace):
+            yield model
     finally:
         for handle in handles:
             handle.remove()
@@ -200,36 +303,46 @@ def unit_means(
     layer_names: Sequence[str],
     batches: Iterator[tuple[Tensor, Tensor]] | Sequence[tuple[Tensor, Tensor]],
 ) -> dict[str, Tensor]:
-    """Each layer's mean output over a reference set, for ``method="mean"`` lesions.
+    """Each layer's mean unit output over a reference set, for ``method="mean"`` lesions.
 
     Returns
     -------
     dict of layer name -> Tensor of shape output.shape[1:] (float32): the mean over samples, so a
-    convolution keeps its spatial map (C, H, W) and a Linear its (n_units,) vector.
+    convolution keeps its spatial map (C, H, W) and a Linear its (n_units,) vector. An attention
+    module's heads keep their positions: (L, num_heads, head_dim), each head's output before the
+    output projection at each position, like a convolution's map. A mean lesion then removes
+    what a head's output says about the input while keeping what it carries per position (e.g.
+    position information). It needs inputs of the reference set's length; for other lengths use
+    ``means[name].mean(0, keepdim=True)``, the mean over positions too, of shape (1, num_heads, head_dim).
     """
     modules = dict(model.named_modules())
     for name in layer_names:
         if name not in modules:
             raise LesionError(f"unit_means: unknown layer {name!r}{closest(name, modules)}")
+        reason = never_runs(model, name, modules)
+        if reason:
+            raise LesionError(f"unit_means: {reason}")
     sums: dict[str, Tensor] = {}
-    count = 0
+    counts: dict[str, int] = {}
+    n_batches = 0
 
-    def accumulate(name: str) -> Any:
-        def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
-            total = output.double().sum(0)
-            sums[name] = sums[name] + total if name in sums else total
+    def accumulate(name: str, output: Tensor) -> None:
+        total = output.double().sum(0)
+        if name in sums and sums[name].shape != total.shape:
+            raise LesionError(
+                f"unit_means: layer {name!r} gave outputs of shape {tuple(sums[name].shape)} and {tuple(total.shape)} per "
+                "sample; give a reference set of inputs of one size (e.g. sequences of one length)"
+            )
+        sums[name] = sums[name] + total if name in sums else total
+        counts[name] = counts.get(name, 0) + len(output)
 
-        return hook
-
-    handles = [modules[n].register_forward_hook(accumulate(n)) for n in layer_names]
-    try:
-        with torch.inference_mode():
-            for x, _ in batches:
-                model(x)
-                count += len(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    if count == 0:
+    with tapped(model, list(layer_names), accumulate), torch.inference_mode():
+        for x, _ in batches:
+            model(x)
+            n_batches += 1
+    if n_batches == 0:
         raise LesionError("unit_means: the reference set is empty")
-    return {name: (total / count).float() for name, total in sums.items()}
+    silent = [name for name in layer_names if name not in sums]
+    if silent:
+        raise LesionError(f"unit_means: {_did_not_run(silent[0])}")
+    return {name: (sums[name] / counts[name]).float() for name in layer_names}

@@ -60,9 +60,10 @@ def test_mean_lesion_replaces_the_output_by_its_mean():
     x = batches[0][0]
     with torch.no_grad():
         intact = model.fc1(x)
+    chosen = Lesion.of(model, "fc1:1", method="mean")  # its probe forward runs before the hook below
     model.relu1.register_forward_hook(lambda m, i, o: seen.setdefault("out", i[0]))
     assert torch.allclose(means["fc1"], intact.mean(0))
-    with lesioned(model, Lesion.of(model, "fc1:1", method="mean"), means), torch.no_grad():
+    with lesioned(model, chosen, means), torch.no_grad():
         model(x)
     out = seen["out"]
     assert torch.equal(out[:, 1], means["fc1"][1].expand(5))

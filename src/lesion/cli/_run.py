@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from lesion._errors import LesionError
 from lesion.cli._app import app
 from lesion.cli._common import (
     Autocast,
@@ -35,19 +36,39 @@ def layers(
     checkpoint: CheckpointOpt = None,
     model_arg: ModelArgOpt = None,
     include: Annotated[list[str] | None, typer.Option(help="Extra module names to list as layers (e.g. a ReLU after a conv).")] = None,
+    data: Annotated[str | None, typer.Option("--data", "-d", help="Probe with two test samples of this dataset (default: an input made from the model's first layer).")] = None,
+    data_dir: DataDirOpt = None,
+    normalize: NormalizeOpt = None,
 ) -> None:
-    """List every lesionable layer (Linear, Conv1d/2d/3d, and modules you --include) with its unit count.
+    """List every lesionable layer that runs (Linear, Conv1d/2d/3d, MultiheadAttention heads, and modules you --include) with its unit count.
 
-    Example: lesion layers --model meyes2020-cnn
+    One probe forward keeps only the modules the model actually calls. Example: lesion layers --model meyes2020-cnn
     """
     import lesion
+    from lesion._units import example_input
     from lesion.models import load_model
 
     net = load_model(model, checkpoint, **parse_kwargs(model_arg))
+    example = example_input(net)
+    if data is not None:
+        from lesion.data import load_dataset
+
+        example = next(load_dataset(data, data_dir, normalize=normalize, train=False).test.batches(2))[0]
+    try:
+        found = lesion.layers(net, include=include or (), example=example) if example is not None else None
+    except LesionError:
+        if data is not None:
+            raise
+        found = None
     table = Table("layer", "type", "units", title=f"lesionable layers of {model or checkpoint}")
-    for layer in lesion.layers(net, include=include or ()):
+    for layer in found if found is not None else lesion.layers(net, include=include or (), probe=False):
         table.add_row(layer.name, layer.kind, str(layer.n_units))
     console.print(table)
+    if found is None:
+        console.print(
+            "Listed without a probe forward: no input that fits could be made from the model's first layer (a "
+            "convolution takes any size); pass --data to probe. A lesion of a layer that does not run is refused when applied."
+        )
 
 
 @app.command()

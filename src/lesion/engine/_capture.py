@@ -7,7 +7,9 @@ the ``.npy`` keeps the layer names, their column boundaries and their per-sample
 :func:`load_activations` reopens a capture without running the model.
 
 A convolution's output (C, H, W) is flattened channel-major: channel c owns the columns
-``c*H*W .. (c+1)*H*W - 1`` of its layer, one neuron per spatial position.
+``c*H*W .. (c+1)*H*W - 1`` of its layer, one neuron per spatial position. An
+``nn.MultiheadAttention`` point records its heads before the output projection, head-major
+(num_heads, L, head_dim), so ``unit`` in :meth:`Activations.neurons` is the head.
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,9 @@ from numpy.lib.format import open_memmap
 from torch import Tensor, nn
 
 from lesion._errors import LesionError, closest
+from lesion._forward import HEAD_DIM, Tap, tapped
 from lesion._progress import progress_bar
+from lesion._units import never_runs
 from lesion.data import Split
 from lesion.engine._reference import eval_mode, model_device
 
@@ -188,6 +191,9 @@ def _points(model: nn.Module, points: Sequence[str] | Mapping[str, str]) -> dict
     for label, module in named.items():
         if module not in modules:
             raise LesionError(f"points[{label!r}]: unknown module {module!r}{closest(str(module), modules)}")
+        reason = never_runs(model, module)
+        if reason:
+            raise LesionError(f"points[{label!r}]: {reason}")
     return named
 
 
@@ -202,24 +208,27 @@ def _slices(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, slice]:
 
 @contextmanager
 def _recording(model: nn.Module, named: Mapping[str, str], transforms: Mapping[str, Transform]) -> Iterator[dict[str, Tensor]]:
-    """Hooks that keep each module's latest (transformed) output under its label; removed on exit."""
+    """Taps that keep each module's latest (transformed) unit output under its label; removed on exit.
+
+    An attention module's heads (B, L, num_heads, head_dim) are kept head-major, (B, num_heads, L, head_dim).
+    """
     modules = dict(model.named_modules())
     outputs: dict[str, Tensor] = {}
 
-    def keep(label: str) -> Any:
+    def keep(label: str) -> Tap:
         transform = transforms.get(label)
+        head_major = isinstance(modules[named[label]], nn.MultiheadAttention)
 
-        def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
+        def tap(name: str, output: Tensor) -> None:
+            output = output.movedim(HEAD_DIM, 1) if head_major else output
             outputs[label] = output if transform is None else transform(output)
 
-        return hook
+        return tap
 
-    handles = [modules[module].register_forward_hook(keep(label)) for label, module in named.items()]
-    try:
+    with ExitStack() as stack:
+        for label, module in named.items():
+            stack.enter_context(tapped(model, [module], keep(label)))
         yield outputs
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _write(

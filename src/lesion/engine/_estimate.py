@@ -9,8 +9,8 @@ estimate elsewhere; the exact numbers come from :func:`lesion.evaluate`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from lesion._errors import LesionError, closest
+from lesion._forward import tapped
 from lesion._lesion import METHODS, Lesion
 from lesion._units import layers
 from lesion.data import Split
@@ -66,7 +67,6 @@ def estimate(
         if method == "mean" and (means is None or name not in means):
             raise LesionError(f"method 'mean' needs means for layer {name!r}; compute them with unit_means()")
     device = model_device(model)
-    modules = dict(model.named_modules())
     n_classes = split.n_classes
     correct = {name: np.zeros((known[name].n_units, n_classes)) for name in layer_names}
     intact = np.zeros(n_classes)
@@ -74,12 +74,8 @@ def estimate(
     with eval_mode(model), torch.enable_grad():
         for x, y in split.batches(batch_size):
             outputs: dict[str, Tensor] = {}
-            handles = [modules[n].register_forward_hook(_keep(outputs, n)) for n in layer_names]
-            try:
-                logits = model(x.to(device).detach().requires_grad_())
-            finally:
-                for handle in handles:
-                    handle.remove()
+            with tapped(model, layer_names, functools.partial(_keep, outputs)):
+                logits = model(x.to(device))
             changes = _logit_changes(logits, [outputs[n] for n in layer_names], layer_names, known, means, method)
             logits, labels = logits.detach(), y.to(device)
             hits = (logits.argmax(1) == labels).double()
@@ -92,11 +88,10 @@ def estimate(
     return _table(correct, intact, counts, split, method)
 
 
-def _keep(outputs: dict[str, Tensor], name: str) -> Any:
-    def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
-        outputs[name] = output
-
-    return hook
+def _keep(outputs: dict[str, Tensor], name: str, output: Tensor) -> Tensor:
+    """Keep ``output`` for differentiation (as a leaf if nothing before it needs gradients, e.g. token inputs)."""
+    outputs[name] = output if output.requires_grad else output.detach().requires_grad_()
+    return outputs[name]
 
 
 def _logit_changes(

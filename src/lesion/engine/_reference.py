@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from lesion._errors import LesionError, closest
+from lesion._forward import eval_mode
 from lesion._lesion import Lesion, lesioned
 from lesion.data import Split
 from lesion.engine._outcome import Outcome, topk_and_ties
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """``model.eval()`` for the block, restoring each submodule's training flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, flag in flags:
-            module.training = flag
 
 
 def model_device(model: nn.Module) -> torch.device:
