@@ -43,6 +43,7 @@ from lesion.engine._split_graph import (
     UpdateLayer,
     apply_node,
     make_cut,
+    PROBE_SIZES,
     propagate_shapes,
     trace,
     values_module,
@@ -55,6 +56,10 @@ DEFAULT_MEMORY = 64 * 2**20
 ROUND_BYTES = 4 * 2**20
 #: Bytes of intact values (at one round's cuts, for the whole split) kept for the next rounds.
 CACHE_BYTES = 256 * 2**20
+#: Incremental-update rows whose input magnitudes exceed this many times their result's are
+#: recomputed in full (see :func:`_guard_cancellation`): their rounding error could exceed the
+#: reference's by more than this factor.
+CANCELLATION_RATIO = 16.0
 _CONV_FN = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}
 
 
@@ -165,38 +170,83 @@ def _run(
     for lesion in lesions:
         if len(lesion.units) == 1:
             by_layer.setdefault(lesion.layers[0], []).append(lesion)
-    with eval_mode(model), torch.inference_mode():
-        propagate_shapes(gm, next(split.batches(2))[0].to(device))
-        cuts = {}
-        for layer in by_layer:
-            try:
-                cuts[layer] = make_cut(gm, layer, unit_dims.get(layer, 1))
-            except LesionError as error:
-                if strict:
-                    raise
-                warnings.warn(f"{error}; its lesions use the reference path", stacklevel=2)
-                slow.extend(by_layer[layer])
-        for cut in cuts.values():
-            if options.compile:
-                cut.suffix = torch.compile(cut.suffix, dynamic=True)  # type: ignore[assignment]
+    cuts = _plan_cuts(model, gm, split, by_layer, unit_dims, means, strict, options, device)
+    slow += [lesion for layer in by_layer if layer not in cuts for lesion in by_layer[layer]]
     fast = [lesion for layer in cuts for lesion in by_layer[layer]]
     n = len(split)
     dtype = _index_dtype(split.n_classes)
     per_round = max(1, ROUND_BYTES // max(1, n * k * torch.empty((), dtype=dtype).element_size()))
     modules = dict(gm.named_modules())
     intact = _IntactValues(gm, split, batch_size, device, options)
+    failed: set[str] = set()
     for start in range(0, len(fast), per_round):
-        batch = fast[start : start + per_round]
+        batch = [lesion for lesion in fast[start : start + per_round] if lesion.layers[0] not in failed]
+        if not batch:
+            continue
         with eval_mode(model), torch.inference_mode():
-            chunks = _chunks(batch, cuts, modules, means, min(batch_size, n), options.memory, device)
+            chunks, broken = _chunks(batch, cuts, modules, means, min(batch_size, n), options.memory, device)
             tops = torch.empty((len(batch), n, k), dtype=dtype, device=device)
             ties = torch.zeros(len(batch), dtype=torch.long, device=device)
-            _evaluate_round(intact, chunks, k, tops, ties, options)
+            if chunks:
+                broken.update(_evaluate_round(intact, chunks, k, tops, ties, options))
+            for layer, error in broken.items():
+                _fall_back(layer, error, strict)
+                failed.add(layer)
             tops_host, ties_host = tops.cpu().numpy(), ties.cpu().numpy()
         for i, lesion in enumerate(batch):
-            yield Outcome(lesion, tops_host[i].astype(np.int64), int(ties_host[i]))
+            if lesion.layers[0] in failed:
+                slow.append(lesion)
+            else:
+                yield Outcome(lesion, tops_host[i].astype(np.int64), int(ties_host[i]))
     if slow:
         yield from reference_outcomes(model, split, slow, k=k, batch_size=batch_size, means=means, autocast=options.autocast)
+
+
+def _plan_cuts(
+    model: nn.Module,
+    gm: torch.fx.GraphModule,
+    split: Split,
+    by_layer: dict[str, list[Lesion]],
+    unit_dims: dict[str, int],
+    means: Mapping[str, Tensor] | None,
+    strict: bool,
+    options: _Options,
+    device: torch.device,
+) -> dict[str, Cut]:
+    """The cut of every layer that qualifies for the fast path (others: warned, or `LesionError` if strict)."""
+    cuts: dict[str, Cut] = {}
+    if not by_layer:
+        return cuts
+    example = next(split.batches(max(PROBE_SIZES)))[0].to(device)
+    with eval_mode(model), torch.inference_mode():
+        try:
+            propagate_shapes(gm, example)
+        except Exception as error:
+            _fall_back(None, error, strict)
+            return cuts
+        for layer, group in by_layer.items():
+            try:
+                cut = make_cut(gm, layer, unit_dims.get(layer, 1))
+            except Exception as error:
+                _fall_back(layer, error, strict)
+                continue
+            if any(lesion.method == "mean" for lesion in group) and tuple(means[layer].shape) != cut.shape:  # type: ignore[index]
+                raise LesionError(f"means[{layer!r}] has shape {tuple(means[layer].shape)}; the layer's output per sample is {cut.shape}")  # type: ignore[index]
+            if options.compile:
+                cut.suffix = torch.compile(cut.suffix, dynamic=True)  # type: ignore[assignment]
+            cuts[layer] = cut
+    return cuts
+
+
+def _fall_back(layer: str | None, error: BaseException, strict: bool) -> None:
+    """Warn that ``layer``'s lesions (None: all) take the reference path because of ``error``;
+    `LesionError` instead when ``strict``."""
+    cause = str(error) if isinstance(error, LesionError) else f"{type(error).__name__}: {error}"
+    what = f"layer {layer!r}" if layer is not None else "the model"
+    if strict:
+        raise LesionError(f"the fast engine cannot evaluate {what}: {cause}") from error
+    whose = "its" if layer is not None else "all"
+    warnings.warn(f"fast engine, {what}: {cause}; {whose} lesions use the reference path (one forward per lesion)", stacklevel=4)
 
 
 def _index_dtype(n_classes: int) -> torch.dtype:
@@ -214,9 +264,11 @@ def _chunks(
     batch: int,
     memory: int,
     device: torch.device,
-) -> list[_Chunk]:
-    """Split a round's lesions (grouped by layer) into chunks of K = memory // (batch * row bytes)."""
+) -> tuple[list[_Chunk], dict[str, Exception]]:
+    """Split a round's lesions (grouped by layer) into chunks of K = memory // (batch * row bytes);
+    also returns the exception of each layer whose chunks could not be built."""
     chunks: list[_Chunk] = []
+    failed: dict[str, Exception] = {}
     start = 0
     while start < len(lesions):
         layer, method = lesions[start].layers[0], lesions[start].method
@@ -225,10 +277,14 @@ def _chunks(
         stop = start
         while stop < len(lesions) and stop - start < size and lesions[stop].units[0][0] == layer and lesions[stop].method == method:
             stop += 1
-        fill = _fill(cut, modules, method, means, device)
-        chunks.append(_chunk(slice(start, stop), cut, fill, [lesion.units[0][1] for lesion in lesions[start:stop]], device))
+        if layer not in failed:
+            try:
+                fill = _fill(cut, modules, method, means, device)
+                chunks.append(_chunk(slice(start, stop), cut, fill, [lesion.units[0][1] for lesion in lesions[start:stop]], device))
+            except Exception as error:  # any failure of the fast path: this layer takes the reference path
+                failed[layer] = error
         start = stop
-    return chunks
+    return [chunk for chunk in chunks if chunk.cut.layer not in failed], failed
 
 
 def chunk_size(cut: Cut, batch: int, memory: int) -> int:
@@ -242,8 +298,6 @@ def _fill(cut: Cut, modules: dict[str, nn.Module], method: str, means: Mapping[s
         base = torch.zeros(cut.shape, device=device)
     else:
         base = means[cut.layer].to(device=device, dtype=torch.float32).clone()  # type: ignore[index]
-        if tuple(base.shape) != cut.shape:
-            raise LesionError(f"means[{cut.layer!r}] has shape {tuple(base.shape)}; the layer's output per sample is {cut.shape}")
     x = base.unsqueeze(0)
     for node in cut.chain:
         x = apply_node(node, modules, x)
@@ -276,10 +330,41 @@ def _lesioned(chunk: _Chunk, values: dict[str, Tensor]) -> Tensor:
     source = values[chunk.cut.source]
     if isinstance(chunk.lesion, _Update):  # intact next layer + its response to the lesioned units' change
         k = chunk.rows.stop - chunk.rows.start
-        out = values[chunk.cut.cut].unsqueeze(0) + _thin(chunk.lesion, chunk.fill, source, k)
+        intact = values[chunk.cut.cut]
+        change = _thin(chunk.lesion, chunk.fill, source, k)
+        out = intact.unsqueeze(0) + change
+        _guard_cancellation(chunk.lesion, chunk.cut.flatten, chunk.fill, out, intact, change, source)
     else:  # replace the units after the chain
         out = torch.where(chunk.lesion, chunk.fill.to(source.dtype), source.unsqueeze(0))
     return out.reshape(-1, *out.shape[2:])
+
+
+def _guard_cancellation(
+    update: _Update, flatten: bool, fill: Tensor, out: Tensor, intact: Tensor, change: Tensor, source: Tensor
+) -> None:
+    """Recompute in full, in place in ``out`` (K, B, ...), the rows where the incremental update may have
+    lost precision to cancellation.
+
+    ``out = intact + change`` carries a rounding error of about eps * (|intact| + |change|) per
+    element, where a full recomputation of the layer carries about eps * |out|. Rows (lesion,
+    sample) whose ``max |intact| + max |change|`` exceeds :data:`CANCELLATION_RATIO` times
+    ``max |out|`` (a lesioned unit whose contribution dwarfs the rest) are recomputed by the layer
+    itself from the lesioned input. Costs three max-norms per chunk when no row is flagged.
+    """
+    dims = tuple(range(2, out.dim()))
+    scale = torch.linalg.vector_norm(intact, float("inf"), dim=tuple(range(1, intact.dim())))  # (B,)
+    bound = torch.linalg.vector_norm(change, float("inf"), dim=dims) + scale  # (K, B)
+    flagged = bound > CANCELLATION_RATIO * torch.linalg.vector_norm(out, float("inf"), dim=dims)
+    if not bool(flagged.any()):
+        return
+    lesion_rows, samples = flagged.nonzero(as_tuple=True)
+    width = len(update.index) // len(bound)
+    units = update.index.view(len(bound), width)[lesion_rows]  # (R, s)
+    inputs = source.index_select(0, samples).clone()  # (R, C, ...)
+    shape = (*units.shape, *inputs.shape[2:])
+    inputs.scatter_(1, units.view(*units.shape, *[1] * (inputs.dim() - 2)).expand(shape), fill[units].to(inputs.dtype))
+    full = update.layer(inputs.flatten(1) if flatten else inputs)
+    out[lesion_rows, samples] = full.to(out.dtype)
 
 
 def _thin(update: _Update, fill: Tensor, source: Tensor, k: int) -> Tensor:
@@ -332,23 +417,39 @@ class _IntactValues:
         self.names, self.kept = names, kept
 
 
-def _evaluate_round(intact: _IntactValues, chunks: list[_Chunk], k: int, tops: Tensor, ties: Tensor, options: _Options) -> None:
-    """Fill ``tops`` (R, N, k) and ``ties`` (R,) for the round's lesions, data batches outside."""
+def _evaluate_round(
+    intact: _IntactValues, chunks: list[_Chunk], k: int, tops: Tensor, ties: Tensor, options: _Options
+) -> dict[str, Exception]:
+    """Fill ``tops`` (R, N, k) and ``ties`` (R,) for the round's lesions, data batches outside.
+
+    Returns the exception that stopped each layer whose chunks failed (their rows are then unset).
+    """
     precision = autocast_context(options.autocast, intact.device)
     names = tuple(sorted({name for chunk in chunks for name in [*chunk.cut.carried, chunk.cut.source]}))
-    for offset, current in intact.batches(names):
-        b = len(current[chunks[0].cut.source])
+    failed: dict[str, Exception] = {}
+    try:
+        for offset, current in intact.batches(names):
+            b = len(current[chunks[0].cut.source])
+            for chunk in chunks:
+                if chunk.cut.layer in failed:
+                    continue
+                try:
+                    n = chunk.rows.stop - chunk.rows.start
+                    with precision:
+                        inputs = [_lesioned(chunk, current)] + [
+                            _tile(current[name], n) if tiled else current[name]
+                            for name, tiled in zip(chunk.cut.carried[1:], chunk.cut.tiled[1:], strict=True)
+                        ]
+                        logits = chunk.cut.suffix(*inputs)
+                    top, tie = topk_and_ties(logits, k)
+                    tops[chunk.rows, offset : offset + b] = top.view(n, b, k).to(tops.dtype)
+                    ties[chunk.rows] += tie.view(n, b).sum(1)
+                except Exception as error:  # any failure of the fast path: this layer takes the reference path
+                    failed[chunk.cut.layer] = error
+    except Exception as error:  # the intact values themselves: every layer of the round
         for chunk in chunks:
-            n = chunk.rows.stop - chunk.rows.start
-            with precision:
-                inputs = [_lesioned(chunk, current)] + [
-                    _tile(current[name], n) if tiled else current[name]
-                    for name, tiled in zip(chunk.cut.carried[1:], chunk.cut.tiled[1:], strict=True)
-                ]
-                logits = chunk.cut.suffix(*inputs)
-            top, tie = topk_and_ties(logits, k)
-            tops[chunk.rows, offset : offset + b] = top.view(n, b, k).to(tops.dtype)
-            ties[chunk.rows] += tie.view(n, b).sum(1)
+            failed.setdefault(chunk.cut.layer, error)
+    return failed
 
 
 def _tile(value: Tensor, n: int) -> Tensor:
