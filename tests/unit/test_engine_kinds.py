@@ -1,0 +1,170 @@
+"""The kinds of models on which the fast engine once gave wrong predictions or crashed: now each
+is exact, or falls back to the reference path with a warning (checked against the truth)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import pytest
+import torch
+import torch.nn.functional as F
+from differential import check, singles_and_pairs, split_of
+from torch import nn
+
+from lesion import Lesion, LesionError, evaluate, unit_means
+from lesion.engine._split_graph import make_cut, propagate_shapes, trace
+
+
+def _maxout(pool: type[nn.Module]) -> nn.Module:
+    """Pooling over a Linear's features (maxout): the pool acts on dim 1 of a (B, F) tensor."""
+    return nn.Sequential(OrderedDict(fc1=nn.Linear(6, 12), pool=pool(2), relu=nn.ReLU(), fc2=nn.Linear(6, 8), out=nn.Linear(8, 5)))
+
+
+class TrainingFlags(nn.Module):
+    """Hand-written research code: functional dropout and batch norm that follow ``self.training``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(6, 10)
+        self.register_buffer("running_mean", torch.randn(10) * 0.3)
+        self.register_buffer("running_var", torch.rand(10) + 0.5)
+        self.out = nn.Linear(10, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.batch_norm(self.fc1(x), self.running_mean, self.running_var, training=self.training)
+        return self.out(F.dropout(F.relu(h), 0.5, self.training))
+
+
+class InPlace(nn.Module):
+    """In-place statements whose results are not re-bound."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(6, 8)
+        self.fc2 = nn.Linear(8, 8)
+        self.fc3 = nn.Linear(8, 8)
+        self.out = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        h.relu_()
+        out = self.fc2(h)
+        out.add_(h)
+        y = self.fc3(out)
+        torch.tanh_(y)
+        return self.out(y)
+
+
+def _batch_statistics() -> nn.Module:
+    """Normalisation with batch statistics after a lesioned layer."""
+    return nn.Sequential(OrderedDict(
+        fc1=nn.Linear(6, 8), bn=nn.BatchNorm1d(8, track_running_stats=False), relu=nn.ReLU(),
+        fc2=nn.Linear(8, 8), out=nn.Linear(8, 4),
+    ))  # fmt: skip
+
+
+class SequenceFirst(nn.Module):
+    """A Linear applied to a (T, B, F) tensor before a sequence-first LSTM."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 8)
+        self.lstm = nn.LSTM(8, 8)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, 4)
+        h, _ = self.lstm(torch.relu(self.proj(x.transpose(0, 1))))
+        return self.out(h[-1])
+
+
+def _massive(scale: float = 1e6) -> nn.Module:
+    """Unit 0 of fc1 outputs ``scale``: its contribution to fc2 dwarfs the others' ("massive
+    activations"); without the guard its lesion flips ~3% of predictions (float32 cancellation)."""
+    torch.manual_seed(3)
+    model = nn.Sequential(OrderedDict(fc1=nn.Linear(8, 16), relu=nn.ReLU(), fc2=nn.Linear(16, 32), relu2=nn.ReLU(), out=nn.Linear(32, 10)))
+    with torch.no_grad():
+        model.fc1.weight[0] = 0.0
+        model.fc1.bias[0] = scale
+    return model.eval()
+
+
+@pytest.mark.parametrize("pool", [nn.MaxPool1d, nn.AvgPool1d])
+def test_pooling_over_a_linears_features(pool: type[nn.Module]) -> None:
+    model = _maxout(pool).eval()
+    split = split_of(torch.randn(40, 6), 5)
+    lesions = singles_and_pairs(model, ["fc1", "fc2"]) + [Lesion((("fc1", tuple(range(0, 12, 3))),))]
+    assert check(model, split, lesions, fast="exact") == "exact"
+    means = unit_means(model, ["fc1", "fc2"], [(split.inputs, split.labels)])
+    check(model, split, singles_and_pairs(model, ["fc1"], "mean"), means=means, fast="exact")
+
+
+def test_model_passed_in_training_mode() -> None:
+    model = TrainingFlags().train()
+    split = split_of(torch.randn(40, 6), 4)
+    check(model, split, singles_and_pairs(model, ["fc1", "out"]), fast="exact")
+    assert model.training
+
+
+def test_in_place_statements_before_the_lesioned_layer() -> None:
+    model = InPlace().eval()
+    split = split_of(torch.randn(40, 6), 4)
+    check(model, split, singles_and_pairs(model, ["fc1", "fc2", "fc3", "out"]), fast="exact")
+
+
+def test_batch_statistics_after_the_cut_fall_back() -> None:
+    model = _batch_statistics().eval()
+    split = split_of(torch.randn(40, 6), 4)
+    # the statistics are those of each data batch: the truth sees the whole split as one batch
+    check(model, split, singles_and_pairs(model, ["fc1"]), batch_size=40, fast="fallback")
+    check(model, split, singles_and_pairs(model, ["fc2", "out"]), batch_size=40, fast="exact")  # after them: exact
+
+
+def test_sequence_first_tensors_fall_back() -> None:
+    model = SequenceFirst().eval()
+    split = split_of(torch.randn(24, 5, 4), 3)
+    check(model, split, singles_and_pairs(model, ["proj"]), fast="fallback")
+    check(model, split, singles_and_pairs(model, ["out"]), fast="exact")
+
+
+def test_cancellation_in_the_incremental_update() -> None:
+    model = _massive()
+    split = split_of(torch.randn(400, 8), 10)
+    check(model, split, [Lesion((("fc1", (0,)),)), Lesion((("fc1", (0, 5)),)), Lesion((("fc1", (3,)),))], k=3, batch_size=50, fast="exact")
+
+
+class _Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 8)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, 4)
+        h = self.fc(x)
+        return self.out(self.attn(h, h, h, need_weights=False)[0].mean(1))
+
+
+def test_multihead_attention_lesions_take_the_reference_path() -> None:
+    gm = trace(_Attention().eval())
+    propagate_shapes(gm, torch.randn(2, 5, 4))
+    with pytest.raises(LesionError, match="MultiheadAttention"):
+        make_cut(gm, "attn", 1)
+    assert make_cut(gm, "fc", -1).unit_dim == 2
+
+
+def test_any_failure_of_the_fast_path_falls_back_or_is_a_lesion_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lesion.engine import _fast
+
+    def broken(*args: object) -> None:
+        raise IndexError("index 12 is out of bounds")
+
+    model = nn.Sequential(OrderedDict(fc1=nn.Linear(4, 6), relu=nn.ReLU(), out=nn.Linear(6, 3))).eval()
+    split = split_of(torch.randn(20, 4), 3)
+    lesions = singles_and_pairs(model, ["fc1", "out"])
+    monkeypatch.setattr(_fast, "_thin", broken)  # a bug inside the fast path, for fc1's update only
+    with pytest.warns(UserWarning, match=r"layer 'fc1': IndexError: index 12.*reference path") as caught:
+        list(evaluate(model, split, lesions, k=2))
+    assert len(caught) == 1
+    with pytest.raises(LesionError, match="IndexError"):
+        list(evaluate(model, split, lesions, engine="fast"))
+    assert check(model, split, lesions) == "fallback"
