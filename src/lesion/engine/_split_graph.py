@@ -61,6 +61,8 @@ def trace(model: nn.Module) -> fx.GraphModule:
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise LesionError(f"cannot trace {type(model).__name__} with torch.fx ({type(error).__name__}: {first})") from None
     functionalize(gm)
+    gm.graph.eliminate_dead_code()  # with every write explicit, unused values are dead
+    gm.recompile()
     return gm
 
 
@@ -480,6 +482,11 @@ def mixes_samples(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
         module = modules[node.target]  # type: ignore[index]
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and (module.training or module.running_mean is None):
             return f"{node.target!r} normalises with batch statistics"
+        meta = _meta(node.args[0]) if node.args and isinstance(node.args[0], fx.Node) else None
+        if hasattr(module, "dim") and type(module).__module__.startswith("torch.nn"):  # Softmax(dim=0)...
+            dim = module.dim
+            if not isinstance(dim, int) or meta is None or dim % max(len(meta.shape), 1) == 0:
+                return f"{node.target!r} ({type(module).__name__}, dim={dim}) may act along the batch dim"
         return None
     if node.op not in ("call_function", "call_method"):
         return None
