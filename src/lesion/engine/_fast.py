@@ -140,6 +140,7 @@ class _Update:
     layer: UpdateLayer
     index: Tensor  # (K*s,) lesioned units, padded per lesion to s
     weight: Tensor  # thin weights of ``layer`` for ``index``
+    gain: Tensor  # (K,) per lesion, max over the layer's outputs of the sum of its thin weights' |w|
 
 
 @dataclass
@@ -319,64 +320,81 @@ def _chunk(rows: slice, cut: Cut, fill: Tensor, units: list[tuple[int, ...]], de
         out = weight.shape[0]
         w = weight.view(out, fill.shape[0], -1)[:, index] * valid[None, :, :, None]
         thin = w.permute(1, 2, 3, 0).reshape(len(units), -1, out)
+        gain = thin.abs().sum(1).amax(1)
     else:  # (out, C, *kernel) -> (K*out, s, *kernel)
         w = weight[:, index] * valid.view(1, *valid.shape, *[1] * (weight.dim() - 2))
         thin = w.transpose(0, 1).reshape(-1, width, *weight.shape[2:])
-    return _Chunk(rows, cut, fill, _Update(cut.update, index.flatten(), thin.contiguous()))
+        gain = thin.abs().flatten(1).sum(1).view(len(units), -1).amax(1)
+    return _Chunk(rows, cut, fill, _Update(cut.update, index.flatten(), thin.contiguous(), gain.float()))
 
 
-def _lesioned(chunk: _Chunk, values: dict[str, Tensor]) -> Tensor:
-    """The cut value for the chunk's K lesions, shape (K*B, ...)."""
+def _lesioned(chunk: _Chunk, values: dict[str, Tensor], peaks: dict[str, Tensor]) -> Tensor:
+    """The cut value for the chunk's K lesions, shape (K*B, ...); ``peaks``: max |value| per sample
+    of the batch's intact values, filled on first use."""
     source = values[chunk.cut.source]
     if isinstance(chunk.lesion, _Update):  # intact next layer + its response to the lesioned units' change
         k = chunk.rows.stop - chunk.rows.start
         intact = values[chunk.cut.cut]
-        change = _thin(chunk.lesion, chunk.fill, source, k)
-        out = intact.unsqueeze(0) + change
-        _guard_cancellation(chunk.lesion, chunk.cut.flatten, chunk.fill, out, intact, change, source)
+        if chunk.cut.cut not in peaks:
+            peaks[chunk.cut.cut] = _peak(intact)
+        delta, peak = _thin(chunk.lesion, chunk.fill, source, k)
+        out = intact.unsqueeze(0) + delta
+        _guard_cancellation(chunk.lesion, chunk.cut.flatten, chunk.fill, source, peaks[chunk.cut.cut], delta, peak, out)
     else:  # replace the units after the chain
         out = torch.where(chunk.lesion, chunk.fill.to(source.dtype), source.unsqueeze(0))
     return out.reshape(-1, *out.shape[2:])
 
 
-def _guard_cancellation(
-    update: _Update, flatten: bool, fill: Tensor, out: Tensor, intact: Tensor, change: Tensor, source: Tensor
-) -> None:
-    """Recompute in full, in place in ``out`` (K, B, ...), the rows where the incremental update may have
-    lost precision to cancellation.
+def _peak(x: Tensor) -> Tensor:
+    """max |x| over all dims but the first: (R, ...) -> (R,)."""
+    low, high = torch.aminmax(x.reshape(len(x), -1), dim=1)
+    return torch.maximum(-low, high)
 
-    ``out = intact + change`` carries a rounding error of about eps * (|intact| + |change|) per
-    element, where a full recomputation of the layer carries about eps * |out|. Rows (lesion,
-    sample) whose ``max |intact| + max |change|`` exceeds :data:`CANCELLATION_RATIO` times
-    ``max |out|`` (a lesioned unit whose contribution dwarfs the rest) are recomputed by the layer
-    itself from the lesioned input. Costs three max-norms per chunk when no row is flagged.
+
+def _guard_cancellation(
+    update: _Update, flatten: bool, fill: Tensor, source: Tensor, scale: Tensor, delta: Tensor, peak: Tensor, out: Tensor
+) -> None:
+    """Recompute in full, in ``out`` (K, B, ...), the rows whose incremental update may have lost
+    precision to cancellation.
+
+    ``out = intact + delta`` carries a rounding error of about eps * (|intact| + |delta|) per
+    element, where a full recomputation of the layer carries about eps * |out|. A row (lesion,
+    sample) is recomputed by the layer itself, from the lesioned input, when ``max |intact| +
+    max |delta|`` exceeds :data:`CANCELLATION_RATIO` times ``max |out|`` (a lesioned unit whose
+    contribution dwarfs the rest). Cheaply first: ``max |delta| <= gain * peak`` (thin weights'
+    gain times the largest change of a lesioned unit) and ``max |out| >= max |intact| - max |delta|``
+    clear almost every row without reading ``delta`` or ``out``. ``scale``: max |intact| per sample (B,).
     """
-    dims = tuple(range(2, out.dim()))
-    scale = torch.linalg.vector_norm(intact, float("inf"), dim=tuple(range(1, intact.dim())))  # (B,)
-    bound = torch.linalg.vector_norm(change, float("inf"), dim=dims) + scale  # (K, B)
-    flagged = bound > CANCELLATION_RATIO * torch.linalg.vector_norm(out, float("inf"), dim=dims)
-    if not bool(flagged.any()):
+    bound = update.gain[:, None] * peak  # (K, B), >= max |delta|
+    ratio = CANCELLATION_RATIO
+    suspect = bound * (ratio + 1) > scale * (ratio - 1)
+    if not bool(suspect.any()):
         return
-    lesion_rows, samples = flagged.nonzero(as_tuple=True)
-    width = len(update.index) // len(bound)
-    units = update.index.view(len(bound), width)[lesion_rows]  # (R, s)
+    lesions, samples = suspect.nonzero(as_tuple=True)
+    flagged = _peak(delta[lesions, samples]) + scale[samples] > ratio * _peak(out[lesions, samples])
+    lesions, samples = lesions[flagged], samples[flagged]
+    if not len(lesions):
+        return
+    units = update.index.view(len(bound), -1)[lesions]  # (R, s)
     inputs = source.index_select(0, samples).clone()  # (R, C, ...)
     shape = (*units.shape, *inputs.shape[2:])
     inputs.scatter_(1, units.view(*units.shape, *[1] * (inputs.dim() - 2)).expand(shape), fill[units].to(inputs.dtype))
     full = update.layer(inputs.flatten(1) if flatten else inputs)
-    out[lesion_rows, samples] = full.to(out.dtype)
+    out[lesions, samples] = full.to(out.dtype)
 
 
-def _thin(update: _Update, fill: Tensor, source: Tensor, k: int) -> Tensor:
-    """The update layer's response (K, B, ...) to the K lesions' change of their units (fill - source) alone."""
+def _thin(update: _Update, fill: Tensor, source: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The update layer's response (K, B, ...) to the K lesions' change of their units (fill - source)
+    alone, and the largest |change| of each (lesion, sample) (K, B)."""
     index, weight, layer = update.index, update.weight, update.layer
     change = fill.index_select(0, index) - source.index_select(1, index)
     b = len(source)
+    peak = _peak(change.reshape(b * k, -1)).view(b, k).t()
     if isinstance(layer, nn.Linear):  # (K, B, s*P) @ (K, s*P, out)
-        return torch.bmm(change.reshape(b, k, -1).transpose(0, 1), weight)
+        return torch.bmm(change.reshape(b, k, -1).transpose(0, 1), weight), peak
     conv = _CONV_FN[weight.dim()]
     delta = conv(change, weight, None, layer.stride, layer.padding, layer.dilation, k)
-    return delta.view(b, k, -1, *delta.shape[2:]).transpose(0, 1)
+    return delta.view(b, k, -1, *delta.shape[2:]).transpose(0, 1), peak
 
 
 class _IntactValues:
@@ -430,13 +448,14 @@ def _evaluate_round(
     try:
         for offset, current in intact.batches(names):
             b = len(current[chunks[0].cut.source])
+            peaks: dict[str, Tensor] = {}
             for chunk in chunks:
                 if chunk.cut.layer in failed:
                     continue
                 try:
                     n = chunk.rows.stop - chunk.rows.start
                     with precision:
-                        inputs = [_lesioned(chunk, current)] + [
+                        inputs = [_lesioned(chunk, current, peaks)] + [
                             _tile(current[name], n) if tiled else current[name]
                             for name, tiled in zip(chunk.cut.carried[1:], chunk.cut.tiled[1:], strict=True)
                         ]
