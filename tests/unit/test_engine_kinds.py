@@ -92,7 +92,7 @@ def _massive(scale: float = 1e6) -> nn.Module:
 def test_pooling_over_a_linears_features(pool: type[nn.Module]) -> None:
     model = _maxout(pool).eval()
     split = split_of(torch.randn(40, 6), 5)
-    lesions = singles_and_pairs(model, ["fc1", "fc2"]) + [Lesion((("fc1", tuple(range(0, 12, 3))),))]
+    lesions = [*singles_and_pairs(model, ["fc1", "fc2"]), Lesion((("fc1", tuple(range(0, 12, 3))),))]
     assert check(model, split, lesions, fast="exact") == "exact"
     means = unit_means(model, ["fc1", "fc2"], [(split.inputs, split.labels)])
     check(model, split, singles_and_pairs(model, ["fc1"], "mean"), means=means, fast="exact")
@@ -168,3 +168,43 @@ def test_any_failure_of_the_fast_path_falls_back_or_is_a_lesion_error(monkeypatc
     with pytest.raises(LesionError, match="IndexError"):
         list(evaluate(model, split, lesions, engine="fast"))
     assert check(model, split, lesions) == "fallback"
+
+
+class _Guarded(nn.Module):
+    """fc1 -> one operation the fast path must not tile across, or a write it cannot make explicit -> out."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.fc1 = nn.Linear(6, 8)
+        self.softmax = nn.Softmax(dim=0)
+        self.register_buffer("order", torch.randperm(20))
+        self.out = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "input_written":
+            x.relu_()
+        h = self.fc1(x)
+        if self.kind == "batch_mean":
+            h = h - h.mean(0)
+        elif self.kind == "softmax_module_dim0":
+            h = self.softmax(h)
+        elif self.kind == "index_batch":
+            h = h[self.order]
+        elif self.kind == "item_assignment":
+            h[:, 0] = 0.0
+        elif self.kind == "view_read_after_write":
+            view = h.view(-1, 2, 4)
+            h.mul_(2.0)
+            h = view.flatten(1) + h
+        return self.out(torch.tanh(h))
+
+
+@pytest.mark.parametrize(
+    "kind", ["batch_mean", "softmax_module_dim0", "index_batch", "item_assignment", "view_read_after_write", "input_written"]
+)
+def test_operations_that_cannot_be_tiled_or_made_explicit_fall_back(kind: str) -> None:
+    model = _Guarded(kind).eval()
+    split = split_of(torch.randn(20, 6), 4)
+    # one data batch of the whole split: operations along the batch dim see the same batch everywhere
+    check(model, split, singles_and_pairs(model, ["fc1"]), batch_size=20, fast="fallback")

@@ -80,7 +80,7 @@ class Chain(nn.Module):
         return self.out(h)
 
 
-def _apply(op: str, module: nn.Module, h: torch.Tensor, training: bool) -> torch.Tensor:  # noqa: C901
+def _apply(op: str, module: nn.Module, h: torch.Tensor, training: bool) -> torch.Tensor:
     if op == "relu":
         return F.relu(h)
     if op == "relu_":

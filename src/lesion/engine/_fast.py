@@ -13,8 +13,13 @@ Lesions of one layer share a :class:`~lesion.engine._split_graph.Cut`. Per round
 
 Each round runs the intact network only as far as its own cuts need; when the whole split's values
 at those cuts fit in ``CACHE_BYTES`` they are kept, so the next rounds of the same layer skip it.
-K comes from a memory budget for the tiled values in flight. Lesions spanning several layers go
-through the reference path (one forward per lesion), as do all lesions of a model fx cannot trace.
+K comes from a memory budget for the tiled values in flight. An incremental update whose rows may
+have lost precision to cancellation recomputes those rows in full (:func:`_guard_cancellation`).
+
+Lesions spanning several layers go through the reference path (one forward per lesion), as do all
+lesions of a model fx cannot trace, of a layer whose cut does not qualify
+(:func:`~lesion.engine._split_graph.make_cut`) and of a layer on which anything in the fast path
+raised; each such cause is one warning, or a `LesionError` with ``strict``.
 """
 
 from __future__ import annotations
@@ -39,11 +44,11 @@ from lesion.engine._reference import (
     reference_outcomes,
 )
 from lesion.engine._split_graph import (
+    PROBE_SIZES,
     Cut,
     UpdateLayer,
     apply_node,
     make_cut,
-    PROBE_SIZES,
     propagate_shapes,
     trace,
     values_module,

@@ -12,6 +12,12 @@ The network is traced with :mod:`torch.fx`. For one lesioned layer ``L`` a :clas
 * ``suffix``: a GraphModule of every node that depends on the cut value; its inputs (``carried``)
   are the cut value and every earlier value it consumes (skip connections too), which the engine
   tiles K times (K lesions x B samples rows, lesion-major).
+
+The graph is traced in eval mode and its in-place writes are made explicit (:func:`functionalize`).
+A layer qualifies only if tiling is exact for it: shape propagation at two batch sizes shows that
+its output, every carried value and every value after the cut keep the batch as dim 0, and no
+operation after the cut combines samples (:func:`mixes_samples`); :func:`make_cut` otherwise
+raises `LesionError` naming the cause, and the engine uses the reference path for that layer.
 """
 
 from __future__ import annotations
@@ -133,7 +139,7 @@ def _is_channelwise(node: fx.Node, modules: dict[str, nn.Module], unit_dim: int,
         ranks = _CHANNEL_MODULES.get(type(module), ())
         return unit_dim == 1 and rank in ranks and not getattr(module, "return_indices", False)
     if node.op == "call_function":
-        return node.target in _ELEMENTWISE_FUNCTIONS or (unit_dim == 1 and _CHANNEL_FUNCTIONS.get(node.target) == rank)  # type: ignore[call-overload]
+        return node.target in _ELEMENTWISE_FUNCTIONS or (unit_dim == 1 and _CHANNEL_FUNCTIONS.get(node.target) == rank)  # type: ignore[arg-type]
     return node.op == "call_method" and node.target in _ELEMENTWISE_METHODS
 
 
@@ -446,7 +452,7 @@ def _out_of_place(node: fx.Node) -> None:
         node.target = name
     elif node.op == "call_function":
         if node.target in _INPLACE_OPERATORS:
-            node.target = _INPLACE_OPERATORS[node.target]  # type: ignore[index]
+            node.target = _INPLACE_OPERATORS[node.target]
             return
         name = getattr(node.target, "__name__", "")
         if name.endswith("_") and not name.endswith("__"):
@@ -473,7 +479,10 @@ _DIM_OPS: dict[str, tuple[int, str, int | None]] = {
     "gather": (0, "dim", None), "scatter": (0, "dim", None), "scatter_add": (0, "dim", None),
     "index_add": (0, "dim", None), "index_copy": (0, "dim", None), "index_fill": (0, "dim", None),
     "normalize": (1, "dim", 1), "diff": (1, "dim", -1), "take_along_dim": (1, "dim", None), "renorm": (1, "dim", None),
+    "scatter_reduce": (0, "dim", None), "index_reduce": (0, "dim", None), "cumulative_trapezoid": (0, "dim", -1),
 }  # fmt: skip
+#: Operations that index the flattened tensor, across samples.
+_FLAT_INDEX_OPS = {"masked_scatter", "take", "put"}
 
 
 def mixes_samples(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
@@ -502,6 +511,8 @@ def mixes_samples(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
         if isinstance(first, fx.Node | list):
             return f"{node.format_node()} indexes the batch dim with a tensor or list"
         return None
+    if name in _FLAT_INDEX_OPS:
+        return f"{node.format_node()} indexes the flattened tensor, across samples"
     if name not in _DIM_OPS:
         return None
     position, keyword, default = _DIM_OPS[name]
