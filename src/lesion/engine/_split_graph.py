@@ -225,6 +225,10 @@ def make_cut(gm: fx.GraphModule, layer: str, unit_dim: int, incremental: bool = 
         if node in batch_dependent and _meta(node) is not None and node.meta.get("batch") == "other":
             raise LesionError(f"{node.name!r}, used after layer {layer!r}, does not have the batch as dim 0 {tuple(_meta(node).shape)}")  # type: ignore[union-attr]
     tiled = [n.meta.get("batch") == "first" and n in batch_dependent for n in carried]
+    shared = {n for n, t in zip(carried[1:], tiled[1:], strict=True) if not t}
+    for node in suffix_nodes:  # an in-place module would write a value shared by every chunk
+        if node.op == "call_module" and getattr(modules[node.target], "inplace", False) is True and node.args[0] in shared:
+            raise LesionError(f"{node.format_node()} after layer {layer!r} writes in place a value computed before the cut")
     in_flight = [_per_sample_bytes(n) for n in suffix_nodes]
     row_bytes = sum(_per_sample_bytes(n) for n, t in zip(carried, tiled, strict=True) if t) + 2 * max(in_flight, default=0)
     return Cut(
