@@ -77,15 +77,21 @@ class SequenceFirst(nn.Module):
         return self.out(h[-1])
 
 
-def _massive(scale: float = 1e6) -> nn.Module:
-    """Unit 0 of fc1 outputs ``scale``: its contribution to fc2 dwarfs the others' ("massive
-    activations"); without the guard its lesion flips ~3% of predictions (float32 cancellation)."""
+def _massive(kind: str, scale: float = 1e6) -> nn.Module:
+    """Unit 0 of the first layer outputs ``scale``: its contribution to the next layer dwarfs the
+    others' ("massive activations"); without the guard its lesion flips predictions (float32
+    cancellation in the incremental update)."""
     torch.manual_seed(3)
-    model = nn.Sequential(OrderedDict(fc1=nn.Linear(8, 16), relu=nn.ReLU(), fc2=nn.Linear(16, 32), relu2=nn.ReLU(), out=nn.Linear(32, 10)))
+    if kind == "linear":
+        first: nn.Linear | nn.Conv2d = nn.Linear(8, 16)
+        layers = [first, nn.ReLU(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10)]
+    else:
+        first = nn.Conv2d(2, 6, 3, padding=1)
+        layers = [first, nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 10)]
     with torch.no_grad():
-        model.fc1.weight[0] = 0.0
-        model.fc1.bias[0] = scale
-    return model.eval()
+        first.weight[0] = 0.0
+        first.bias[0] = scale  # type: ignore[index]
+    return nn.Sequential(*layers).eval()
 
 
 @pytest.mark.parametrize("pool", [nn.MaxPool1d, nn.AvgPool1d])
@@ -126,10 +132,12 @@ def test_sequence_first_tensors_fall_back() -> None:
     check(model, split, singles_and_pairs(model, ["out"]), fast="exact")
 
 
-def test_cancellation_in_the_incremental_update() -> None:
-    model = _massive()
-    split = split_of(torch.randn(400, 8), 10)
-    check(model, split, [Lesion((("fc1", (0,)),)), Lesion((("fc1", (0, 5)),)), Lesion((("fc1", (3,)),))], k=3, batch_size=50, fast="exact")
+@pytest.mark.parametrize(("kind", "shape"), [("linear", (8,)), ("conv", (2, 4, 4))])
+def test_cancellation_in_the_incremental_update(kind: str, shape: tuple[int, ...]) -> None:
+    model = _massive(kind)
+    split = split_of(torch.randn(400, *shape), 10)
+    lesions = [Lesion((("0", (0,)),)), Lesion((("0", (0, 5)),)), Lesion((("0", (3,)),))]
+    check(model, split, lesions, k=3, batch_size=50, fast="exact")
 
 
 class _Attention(nn.Module):
