@@ -187,6 +187,7 @@ class _Guarded(nn.Module):
         self.fc1 = nn.Linear(6, 8)
         self.softmax = nn.Softmax(dim=0)
         self.register_buffer("order", torch.randperm(20))
+        self.attn = nn.MultiheadAttention(8, 2)  # sequence-first, given (B, 1, 8): attends across samples
         self.out = nn.Linear(8, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -201,6 +202,9 @@ class _Guarded(nn.Module):
             h = h[self.order]
         elif self.kind == "item_assignment":
             h[:, 0] = 0.0
+        elif self.kind == "sequence_first_attention_on_batch_first":
+            a = h.unsqueeze(1)
+            h = h + 10.0 * self.attn(a, a, a, need_weights=False)[0].squeeze(1)
         elif self.kind == "view_read_after_write":
             view = h.view(-1, 2, 4)
             h.mul_(2.0)
@@ -209,8 +213,12 @@ class _Guarded(nn.Module):
 
 
 @pytest.mark.parametrize(
-    "kind", ["batch_mean", "softmax_module_dim0", "index_batch", "item_assignment", "view_read_after_write", "input_written"]
-)
+    "kind",
+    [
+        "batch_mean", "softmax_module_dim0", "index_batch", "sequence_first_attention_on_batch_first",
+        "item_assignment", "view_read_after_write", "input_written",
+    ],
+)  # fmt: skip
 def test_operations_that_cannot_be_tiled_or_made_explicit_fall_back(kind: str) -> None:
     model = _Guarded(kind).eval()
     split = split_of(torch.randn(20, 6), 4)

@@ -496,6 +496,8 @@ def mixes_samples(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and (module.training or module.running_mean is None):
             return f"{node.target!r} normalises with batch statistics"
         meta = _meta(node.args[0]) if node.args and isinstance(node.args[0], fx.Node) else None
+        if any(getattr(m, "batch_first", None) is False for m in module.modules()):  # RNN, attention
+            return f"{node.target!r} is sequence-first (batch_first=False): on a batch-first input it runs along the samples"
         if hasattr(module, "dim") and type(module).__module__.startswith("torch.nn"):  # Softmax(dim=0)...
             dim = module.dim
             if not isinstance(dim, int) or meta is None or dim % max(len(meta.shape), 1) == 0:
