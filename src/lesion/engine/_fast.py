@@ -13,8 +13,13 @@ Lesions of one layer share a :class:`~lesion.engine._split_graph.Cut`. Per round
 
 Each round runs the intact network only as far as its own cuts need; when the whole split's values
 at those cuts fit in ``CACHE_BYTES`` they are kept, so the next rounds of the same layer skip it.
-K comes from a memory budget for the tiled values in flight. Lesions spanning several layers go
-through the reference path (one forward per lesion), as do all lesions of a model fx cannot trace.
+K comes from a memory budget for the tiled values in flight. An incremental update whose rows may
+have lost precision to cancellation recomputes those rows in full (:func:`_guard_cancellation`).
+
+Lesions spanning several layers go through the reference path (one forward per lesion), as do all
+lesions of a model fx cannot trace, of a layer whose cut does not qualify
+(:func:`~lesion.engine._split_graph.make_cut`) and of a layer on which anything in the fast path
+raised; each such cause is one warning, or a `LesionError` with ``strict``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from lesion._errors import LesionError
+from lesion._forward import standard_attention
 from lesion._lesion import Lesion, check_lesion
 from lesion.data import Split
 from lesion.engine._outcome import Outcome, topk_and_ties
@@ -39,6 +45,7 @@ from lesion.engine._reference import (
     reference_outcomes,
 )
 from lesion.engine._split_graph import (
+    PROBE_SIZES,
     Cut,
     UpdateLayer,
     apply_node,
@@ -55,6 +62,10 @@ DEFAULT_MEMORY = 64 * 2**20
 ROUND_BYTES = 4 * 2**20
 #: Bytes of intact values (at one round's cuts, for the whole split) kept for the next rounds.
 CACHE_BYTES = 256 * 2**20
+#: Incremental-update rows whose input magnitudes exceed this many times their result's are
+#: recomputed in full (see :func:`_guard_cancellation`): their rounding error could exceed the
+#: reference's by more than this factor.
+CANCELLATION_RATIO = 16.0
 _CONV_FN = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}
 
 
@@ -135,6 +146,7 @@ class _Update:
     layer: UpdateLayer
     index: Tensor  # (K*s,) lesioned units, padded per lesion to s
     weight: Tensor  # thin weights of ``layer`` for ``index``
+    gain: Tensor  # (K,) per lesion, max over the layer's outputs of the sum of its thin weights' |w|
 
 
 @dataclass
@@ -165,38 +177,83 @@ def _run(
     for lesion in lesions:
         if len(lesion.units) == 1:
             by_layer.setdefault(lesion.layers[0], []).append(lesion)
-    with eval_mode(model), torch.inference_mode():
-        propagate_shapes(gm, next(split.batches(2))[0].to(device))
-        cuts = {}
-        for layer in by_layer:
-            try:
-                cuts[layer] = make_cut(gm, layer, unit_dims.get(layer, 1))
-            except LesionError as error:
-                if strict:
-                    raise
-                warnings.warn(f"{error}; its lesions use the reference path", stacklevel=2)
-                slow.extend(by_layer[layer])
-        for cut in cuts.values():
-            if options.compile:
-                cut.suffix = torch.compile(cut.suffix, dynamic=True)  # type: ignore[assignment]
+    cuts = _plan_cuts(model, gm, split, by_layer, unit_dims, means, strict, options, device)
+    slow += [lesion for layer in by_layer if layer not in cuts for lesion in by_layer[layer]]
     fast = [lesion for layer in cuts for lesion in by_layer[layer]]
     n = len(split)
     dtype = _index_dtype(split.n_classes)
     per_round = max(1, ROUND_BYTES // max(1, n * k * torch.empty((), dtype=dtype).element_size()))
     modules = dict(gm.named_modules())
     intact = _IntactValues(gm, split, batch_size, device, options)
+    failed: set[str] = set()
     for start in range(0, len(fast), per_round):
-        batch = fast[start : start + per_round]
-        with eval_mode(model), torch.inference_mode():
-            chunks = _chunks(batch, cuts, modules, means, min(batch_size, n), options.memory, device)
+        batch = [lesion for lesion in fast[start : start + per_round] if lesion.layers[0] not in failed]
+        if not batch:
+            continue
+        with eval_mode(model), standard_attention(model), torch.inference_mode():
+            chunks, broken = _chunks(batch, cuts, modules, means, min(batch_size, n), options.memory, device)
             tops = torch.empty((len(batch), n, k), dtype=dtype, device=device)
             ties = torch.zeros(len(batch), dtype=torch.long, device=device)
-            _evaluate_round(intact, chunks, k, tops, ties, options)
+            if chunks:
+                broken.update(_evaluate_round(intact, chunks, k, tops, ties, options))
+            for layer, error in broken.items():
+                _fall_back(layer, error, strict)
+                failed.add(layer)
             tops_host, ties_host = tops.cpu().numpy(), ties.cpu().numpy()
         for i, lesion in enumerate(batch):
-            yield Outcome(lesion, tops_host[i].astype(np.int64), int(ties_host[i]))
+            if lesion.layers[0] in failed:
+                slow.append(lesion)
+            else:
+                yield Outcome(lesion, tops_host[i].astype(np.int64), int(ties_host[i]))
     if slow:
         yield from reference_outcomes(model, split, slow, k=k, batch_size=batch_size, means=means, autocast=options.autocast)
+
+
+def _plan_cuts(
+    model: nn.Module,
+    gm: torch.fx.GraphModule,
+    split: Split,
+    by_layer: dict[str, list[Lesion]],
+    unit_dims: dict[str, int],
+    means: Mapping[str, Tensor] | None,
+    strict: bool,
+    options: _Options,
+    device: torch.device,
+) -> dict[str, Cut]:
+    """The cut of every layer that qualifies for the fast path (others: warned, or `LesionError` if strict)."""
+    cuts: dict[str, Cut] = {}
+    if not by_layer:
+        return cuts
+    example = next(split.batches(max(PROBE_SIZES)))[0].to(device)
+    with eval_mode(model), standard_attention(model), torch.inference_mode():
+        try:
+            propagate_shapes(gm, example)
+        except Exception as error:
+            _fall_back(None, error, strict)
+            return cuts
+        for layer, group in by_layer.items():
+            try:
+                cut = make_cut(gm, layer, unit_dims.get(layer, 1))
+            except Exception as error:
+                _fall_back(layer, error, strict)
+                continue
+            if any(lesion.method == "mean" for lesion in group) and tuple(means[layer].shape) != cut.shape:  # type: ignore[index]
+                raise LesionError(f"means[{layer!r}] has shape {tuple(means[layer].shape)}; the layer's output per sample is {cut.shape}")  # type: ignore[index]
+            if options.compile:
+                cut.suffix = torch.compile(cut.suffix, dynamic=True)  # type: ignore[assignment]
+            cuts[layer] = cut
+    return cuts
+
+
+def _fall_back(layer: str | None, error: BaseException, strict: bool) -> None:
+    """Warn that ``layer``'s lesions (None: all) take the reference path because of ``error``;
+    `LesionError` instead when ``strict``."""
+    cause = str(error) if isinstance(error, LesionError) else f"{type(error).__name__}: {error}"
+    what = f"layer {layer!r}" if layer is not None else "the model"
+    if strict:
+        raise LesionError(f"the fast engine cannot evaluate {what}: {cause}") from error
+    whose = "its" if layer is not None else "all"
+    warnings.warn(f"fast engine, {what}: {cause}; {whose} lesions use the reference path (one forward per lesion)", stacklevel=4)
 
 
 def _index_dtype(n_classes: int) -> torch.dtype:
@@ -214,9 +271,11 @@ def _chunks(
     batch: int,
     memory: int,
     device: torch.device,
-) -> list[_Chunk]:
-    """Split a round's lesions (grouped by layer) into chunks of K = memory // (batch * row bytes)."""
+) -> tuple[list[_Chunk], dict[str, Exception]]:
+    """Split a round's lesions (grouped by layer) into chunks of K = memory // (batch * row bytes);
+    also returns the exception of each layer whose chunks could not be built."""
     chunks: list[_Chunk] = []
+    failed: dict[str, Exception] = {}
     start = 0
     while start < len(lesions):
         layer, method = lesions[start].layers[0], lesions[start].method
@@ -225,10 +284,14 @@ def _chunks(
         stop = start
         while stop < len(lesions) and stop - start < size and lesions[stop].units[0][0] == layer and lesions[stop].method == method:
             stop += 1
-        fill = _fill(cut, modules, method, means, device)
-        chunks.append(_chunk(slice(start, stop), cut, fill, [lesion.units[0][1] for lesion in lesions[start:stop]], device))
+        if layer not in failed:
+            try:
+                fill = _fill(cut, modules, method, means, device)
+                chunks.append(_chunk(slice(start, stop), cut, fill, [lesion.units[0][1] for lesion in lesions[start:stop]], device))
+            except Exception as error:  # any failure of the fast path: this layer takes the reference path
+                failed[layer] = error
         start = stop
-    return chunks
+    return [chunk for chunk in chunks if chunk.cut.layer not in failed], failed
 
 
 def chunk_size(cut: Cut, batch: int, memory: int) -> int:
@@ -242,8 +305,6 @@ def _fill(cut: Cut, modules: dict[str, nn.Module], method: str, means: Mapping[s
         base = torch.zeros(cut.shape, device=device)
     else:
         base = means[cut.layer].to(device=device, dtype=torch.float32).clone()  # type: ignore[index]
-        if tuple(base.shape) != cut.shape:
-            raise LesionError(f"means[{cut.layer!r}] has shape {tuple(base.shape)}; the layer's output per sample is {cut.shape}")
     x = base.unsqueeze(0)
     for node in cut.chain:
         x = apply_node(node, modules, x)
@@ -265,33 +326,81 @@ def _chunk(rows: slice, cut: Cut, fill: Tensor, units: list[tuple[int, ...]], de
         out = weight.shape[0]
         w = weight.view(out, fill.shape[0], -1)[:, index] * valid[None, :, :, None]
         thin = w.permute(1, 2, 3, 0).reshape(len(units), -1, out)
+        gain = thin.abs().sum(1).amax(1)
     else:  # (out, C, *kernel) -> (K*out, s, *kernel)
         w = weight[:, index] * valid.view(1, *valid.shape, *[1] * (weight.dim() - 2))
         thin = w.transpose(0, 1).reshape(-1, width, *weight.shape[2:])
-    return _Chunk(rows, cut, fill, _Update(cut.update, index.flatten(), thin.contiguous()))
+        gain = thin.abs().flatten(1).sum(1).view(len(units), -1).amax(1)
+    return _Chunk(rows, cut, fill, _Update(cut.update, index.flatten(), thin.contiguous(), gain.float()))
 
 
-def _lesioned(chunk: _Chunk, values: dict[str, Tensor]) -> Tensor:
-    """The cut value for the chunk's K lesions, shape (K*B, ...)."""
+def _lesioned(chunk: _Chunk, values: dict[str, Tensor], peaks: dict[str, Tensor]) -> Tensor:
+    """The cut value for the chunk's K lesions, shape (K*B, ...); ``peaks``: max |value| per sample
+    of the batch's intact values, filled on first use."""
     source = values[chunk.cut.source]
     if isinstance(chunk.lesion, _Update):  # intact next layer + its response to the lesioned units' change
         k = chunk.rows.stop - chunk.rows.start
-        out = values[chunk.cut.cut].unsqueeze(0) + _thin(chunk.lesion, chunk.fill, source, k)
+        intact = values[chunk.cut.cut]
+        if chunk.cut.cut not in peaks:
+            peaks[chunk.cut.cut] = _peak(intact)
+        delta, peak = _thin(chunk.lesion, chunk.fill, source, k)
+        out = intact.unsqueeze(0) + delta
+        _guard_cancellation(chunk.lesion, chunk.cut.flatten, chunk.fill, source, peaks[chunk.cut.cut], delta, peak, out)
     else:  # replace the units after the chain
         out = torch.where(chunk.lesion, chunk.fill.to(source.dtype), source.unsqueeze(0))
     return out.reshape(-1, *out.shape[2:])
 
 
-def _thin(update: _Update, fill: Tensor, source: Tensor, k: int) -> Tensor:
-    """The update layer's response (K, B, ...) to the K lesions' change of their units (fill - source) alone."""
+def _peak(x: Tensor) -> Tensor:
+    """max |x| over all dims but the first: (R, ...) -> (R,)."""
+    low, high = torch.aminmax(x.reshape(len(x), -1), dim=1)
+    return torch.maximum(-low, high)
+
+
+def _guard_cancellation(
+    update: _Update, flatten: bool, fill: Tensor, source: Tensor, scale: Tensor, delta: Tensor, peak: Tensor, out: Tensor
+) -> None:
+    """Recompute in full, in ``out`` (K, B, ...), the rows whose incremental update may have lost
+    precision to cancellation.
+
+    ``out = intact + delta`` carries a rounding error of about eps * (|intact| + |delta|) per
+    element, where a full recomputation of the layer carries about eps * |out|. A row (lesion,
+    sample) is recomputed by the layer itself, from the lesioned input, when ``max |intact| +
+    max |delta|`` exceeds :data:`CANCELLATION_RATIO` times ``max |out|`` (a lesioned unit whose
+    contribution dwarfs the rest). Cheaply first: ``max |delta| <= gain * peak`` (thin weights'
+    gain times the largest change of a lesioned unit) and ``max |out| >= max |intact| - max |delta|``
+    clear almost every row without reading ``delta`` or ``out``. ``scale``: max |intact| per sample (B,).
+    """
+    bound = update.gain[:, None] * peak  # (K, B), >= max |delta|
+    ratio = CANCELLATION_RATIO
+    suspect = bound * (ratio + 1) > scale * (ratio - 1)
+    if not bool(suspect.any()):
+        return
+    lesions, samples = suspect.nonzero(as_tuple=True)
+    flagged = _peak(delta[lesions, samples]) + scale[samples] > ratio * _peak(out[lesions, samples])
+    lesions, samples = lesions[flagged], samples[flagged]
+    if not len(lesions):
+        return
+    units = update.index.view(len(bound), -1)[lesions]  # (R, s)
+    inputs = source.index_select(0, samples).clone()  # (R, C, ...)
+    shape = (*units.shape, *inputs.shape[2:])
+    inputs.scatter_(1, units.view(*units.shape, *[1] * (inputs.dim() - 2)).expand(shape), fill[units].to(inputs.dtype))
+    full = update.layer(inputs.flatten(1) if flatten else inputs)
+    out[lesions, samples] = full.to(out.dtype)
+
+
+def _thin(update: _Update, fill: Tensor, source: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The update layer's response (K, B, ...) to the K lesions' change of their units (fill - source)
+    alone, and the largest |change| of each (lesion, sample) (K, B)."""
     index, weight, layer = update.index, update.weight, update.layer
     change = fill.index_select(0, index) - source.index_select(1, index)
     b = len(source)
+    peak = _peak(change.reshape(b * k, -1)).view(b, k).t()
     if isinstance(layer, nn.Linear):  # (K, B, s*P) @ (K, s*P, out)
-        return torch.bmm(change.reshape(b, k, -1).transpose(0, 1), weight)
+        return torch.bmm(change.reshape(b, k, -1).transpose(0, 1), weight), peak
     conv = _CONV_FN[weight.dim()]
     delta = conv(change, weight, None, layer.stride, layer.padding, layer.dilation, k)
-    return delta.view(b, k, -1, *delta.shape[2:]).transpose(0, 1)
+    return delta.view(b, k, -1, *delta.shape[2:]).transpose(0, 1), peak
 
 
 class _IntactValues:
@@ -332,23 +441,40 @@ class _IntactValues:
         self.names, self.kept = names, kept
 
 
-def _evaluate_round(intact: _IntactValues, chunks: list[_Chunk], k: int, tops: Tensor, ties: Tensor, options: _Options) -> None:
-    """Fill ``tops`` (R, N, k) and ``ties`` (R,) for the round's lesions, data batches outside."""
+def _evaluate_round(
+    intact: _IntactValues, chunks: list[_Chunk], k: int, tops: Tensor, ties: Tensor, options: _Options
+) -> dict[str, Exception]:
+    """Fill ``tops`` (R, N, k) and ``ties`` (R,) for the round's lesions, data batches outside.
+
+    Returns the exception that stopped each layer whose chunks failed (their rows are then unset).
+    """
     precision = autocast_context(options.autocast, intact.device)
     names = tuple(sorted({name for chunk in chunks for name in [*chunk.cut.carried, chunk.cut.source]}))
-    for offset, current in intact.batches(names):
-        b = len(current[chunks[0].cut.source])
+    failed: dict[str, Exception] = {}
+    try:
+        for offset, current in intact.batches(names):
+            b = len(current[chunks[0].cut.source])
+            peaks: dict[str, Tensor] = {}
+            for chunk in chunks:
+                if chunk.cut.layer in failed:
+                    continue
+                try:
+                    n = chunk.rows.stop - chunk.rows.start
+                    with precision:
+                        inputs = [_lesioned(chunk, current, peaks)] + [
+                            _tile(current[name], n) if tiled else current[name]
+                            for name, tiled in zip(chunk.cut.carried[1:], chunk.cut.tiled[1:], strict=True)
+                        ]
+                        logits = chunk.cut.suffix(*inputs)
+                    top, tie = topk_and_ties(logits, k)
+                    tops[chunk.rows, offset : offset + b] = top.view(n, b, k).to(tops.dtype)
+                    ties[chunk.rows] += tie.view(n, b).sum(1)
+                except Exception as error:  # any failure of the fast path: this layer takes the reference path
+                    failed[chunk.cut.layer] = error
+    except Exception as error:  # the intact values themselves: every layer of the round
         for chunk in chunks:
-            n = chunk.rows.stop - chunk.rows.start
-            with precision:
-                inputs = [_lesioned(chunk, current)] + [
-                    _tile(current[name], n) if tiled else current[name]
-                    for name, tiled in zip(chunk.cut.carried[1:], chunk.cut.tiled[1:], strict=True)
-                ]
-                logits = chunk.cut.suffix(*inputs)
-            top, tie = topk_and_ties(logits, k)
-            tops[chunk.rows, offset : offset + b] = top.view(n, b, k).to(tops.dtype)
-            ties[chunk.rows] += tie.view(n, b).sum(1)
+            failed.setdefault(chunk.cut.layer, error)
+    return failed
 
 
 def _tile(value: Tensor, n: int) -> Tensor:
