@@ -20,6 +20,7 @@ from lesion.engine import Outcome, capture_activations, estimate, evaluate
 from lesion.models import build_model, load_model
 from lesion.plans import Plan, pairs, single
 from lesion.store import Run
+from lesion.studies.custom import run_study
 
 __all__ = [
     "INTACT",
@@ -40,6 +41,7 @@ __all__ = [
     "load_dataset",
     "load_model",
     "pairs",
+    "run_study",
     "select",
     "single",
     "sweep",

@@ -103,8 +103,8 @@ def write_summary(study: StudyDir, result: Meyes2019VggResult) -> None:
         _layers_section(result),
         _spread_section(result),
         _class_section(result),
-        _recovery_section(result),
-        _iterative_section(result),
+        _recovery_section(result, "instances"),
+        _recovery_section(result, "iterative"),
         _point_section(result),
         "## Figures\n\n" + "\n".join(f"- `{paths[0].relative_to(study.out)}`" for paths in study.figures.values()) + "\n",
         "## Timings\n\n" + timings_table(study.timings) + "\n",
@@ -221,12 +221,18 @@ def _by_protocol(result: Meyes2019VggResult, protocol: str) -> list[RecoveryResu
     return [r for r in result.recovery if r.protocol == protocol]
 
 
-def _recovery_section(result: Meyes2019VggResult) -> str:
-    lines = ["## Recovery after one epoch\n"]
-    chosen = _by_protocol(result, "instances")
+def _recovery_section(result: Meyes2019VggResult, protocol: str) -> str:
+    """The section of one recovery protocol (or that recovery was not run)."""
+    title = {"instances": "## Recovery after one epoch\n", "iterative": "## Iterative recovery\n"}[protocol]
+    chosen = _by_protocol(result, protocol)
     if not chosen:
-        return "\n".join([*lines, "Recovery was not run (recovery=False).\n"])
-    rows = []
+        return "\n".join([title, "Recovery was not run (recovery=False).\n"])
+    body = _instances_lines if protocol == "instances" else _iterative_lines
+    return "\n".join([title, *body(chosen)]) + "\n"
+
+
+def _instances_lines(chosen: list[RecoveryResult]) -> list[str]:
+    lines, rows = [], []
     for r in chosen:
         means = 100 * r.history.groupby("epoch")[["top1", "top5"]].mean()
         last = int(means.index.max())
@@ -249,15 +255,11 @@ def _recovery_section(result: Meyes2019VggResult) -> str:
         "The paper, on ImageNet: < 1 pp of top-5 after one epoch, little gained by later epochs, the original "
         "accuracy never exceeded."
     )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def _iterative_section(result: Meyes2019VggResult) -> str:
-    lines = ["## Iterative recovery\n"]
-    chosen = _by_protocol(result, "iterative")
-    if not chosen:
-        return "\n".join([*lines, "Recovery was not run (recovery=False).\n"])
-    rows = []
+def _iterative_lines(chosen: list[RecoveryResult]) -> list[str]:
+    lines, rows = [], []
     for r in chosen:
         h = r.history
         ends = h.groupby("run").tail(1)
@@ -277,7 +279,7 @@ def _iterative_section(result: Meyes2019VggResult) -> str:
         "\nThe paper: after the last iteration ~80 % of the filters were dead in either layer and the network still "
         "recovered most of its top-5 accuracy, the gap to the original growing slightly with each iteration."
     )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _point_section(result: Meyes2019VggResult) -> str:
