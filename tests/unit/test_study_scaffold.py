@@ -100,7 +100,7 @@ def test_tables_figures_summary_and_result_fields(tmp_path):
     figure, _ = plt.subplots()
     files = study.save_figure("fig1", figure, title="one")
     assert [p.suffix for p in files] == [".png", ".svg"] and all(p.stat().st_size > 0 for p in files)
-    assert not plt.get_fignums()  # closed
+    assert not plt.fignum_exists(figure.number)  # closed
     study.write_summary("# toy\n")
     result = StudyResult(**study.files())
     assert result.tables == {"drops": tmp_path / "tables" / "drops.csv"} and result.figures["fig1"] == files
