@@ -9,17 +9,17 @@ The public API lives here; everything else is private.
 [('hidden', 5), ('out', 4)]
 """
 
-__version__ = "0.1.0"
-
 from lesion._errors import LesionError
 from lesion._lesion import INTACT, Lesion, lesioned, unit_means
 from lesion._sweep import sweep
 from lesion._units import Layer, layers, select
+from lesion._version import __version__ as __version__
 from lesion.data import Dataset, Split, load_dataset
 from lesion.engine import Outcome, capture_activations, estimate, evaluate
 from lesion.models import build_model, load_model
 from lesion.plans import Plan, pairs, single
 from lesion.store import Run
+from lesion.studies.custom import run_study
 
 __all__ = [
     "INTACT",
@@ -40,6 +40,7 @@ __all__ = [
     "load_dataset",
     "load_model",
     "pairs",
+    "run_study",
     "select",
     "single",
     "sweep",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lesion._errors import LesionError
+from lesion._version import __version__
 from lesion.report._data import ALPHA, Limits, run_payload
 from lesion.report._provenance import provenance
 from lesion.report._samples import draw_sprite, find_split
@@ -178,8 +179,6 @@ def _resource(name: str) -> str:
 def _render(context: dict[str, Any]) -> str:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
-    import lesion
-
     env = Environment(
         loader=PackageLoader("lesion.report", "templates"), autoescape=select_autoescape(["html", "j2"]), keep_trailing_newline=True
     )
@@ -191,7 +190,7 @@ def _render(context: dict[str, Any]) -> str:
 
     return template.render(
         **context,
-        version=lesion.__version__,
+        version=__version__,
         alpha=ALPHA,
         vendor_js=Markup("\n".join(_resource(f"vendor/{name}") for name in _VENDOR_JS)),
         vendor_css=Markup("\n".join(_resource(f"vendor/{name}") for name in _VENDOR_CSS)),

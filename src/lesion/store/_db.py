@@ -52,9 +52,9 @@ def versions() -> dict[str, str]:
     import numpy
     import torch
 
-    import lesion
+    from lesion._version import __version__
 
-    return {"lesion": lesion.__version__, "torch": torch.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
+    return {"lesion": __version__, "torch": torch.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
 
 
 class RunDB:
