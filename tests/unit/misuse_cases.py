@@ -125,7 +125,7 @@ def make_workspace(root: Path) -> dict[str, str]:
     (root / "folder" / "keep.txt").write_text("someone's file\n")
     if not (root / "run").exists():
         split = load_dataset("digits").test
-        lesion.sweep(mlp64, split, lesion.single(mlp64, "fc2"), root / "run", model_name="meyes2019-mlp")
+        lesion.sweep(mlp64, split, lesion.single(mlp64, "fc2"), root / "run", model_name="meyes2019-mlp").close()
     return {
         "dir": str(root), "mlp64": str(root / "mlp64.pt"), "other64": str(root / "other64.pt"),
         "mlp784": str(root / "mlp784.pt"), "lesion64": str(root / "lesion64.pt"), "textfile": str(root / "notes.txt"),

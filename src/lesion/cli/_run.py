@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.table import Table
 
 from lesion.cli._app import app
+from lesion._errors import LesionError
 from lesion.cli._common import (
     Autocast,
     CheckpointOpt,
@@ -20,11 +21,17 @@ from lesion.cli._common import (
     ModelArgOpt,
     ModelOpt,
     NormalizeOpt,
+    LimitOpt,
     PlanKind,
+    RandomInitOpt,
+    at_least,
+    check_out_dir,
+    check_out_file,
     console,
+    err,
+    load_net,
     model_and_split,
     parse_bytes,
-    parse_kwargs,
     print_summary,
 )
 
@@ -41,9 +48,8 @@ def layers(
     Example: lesion layers --model meyes2020-cnn
     """
     import lesion
-    from lesion.models import load_model
 
-    net = load_model(model, checkpoint, **parse_kwargs(model_arg))
+    net = load_net(model, checkpoint, model_arg, weights=False)
     table = Table("layer", "type", "units", title=f"lesionable layers of {model or checkpoint}")
     for layer in lesion.layers(net, include=include or ()):
         table.add_row(layer.name, layer.kind, str(layer.n_units))
@@ -57,15 +63,17 @@ def sweep(
     model: ModelOpt = None,
     checkpoint: CheckpointOpt = None,
     model_arg: ModelArgOpt = None,
+    random_init: RandomInitOpt = False,
     data: DataOpt = "digits",
     data_dir: DataDirOpt = None,
     normalize: NormalizeOpt = None,
     plan: Annotated[PlanKind, typer.Option(help="single: each unit alone; pairs: every pair within a layer.")] = PlanKind.single,
     method: Annotated[Method, typer.Option(help="zero: output 0 (= incoming weights and bias zeroed); mean: output replaced by its mean over the evaluation set.")] = Method.zero,
+    extend: Annotated[bool, typer.Option("--extend", help="Add this plan (or selection) to an existing run that holds another one, instead of refusing.")] = False,
     engine: Annotated[str, typer.Option(help="auto, fast or reference (one full forward per lesion).")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 256,
     memory: Annotated[str | None, typer.Option(help="Memory budget of the fast engine, e.g. 2G (default: automatic).")] = None,
-    limit: Annotated[int | None, typer.Option(help="Evaluate on the first N samples only.")] = None,
+    limit: LimitOpt = None,
     device: DeviceOpt = "cpu",
     autocast: Annotated[
         Autocast | None,
@@ -81,37 +89,76 @@ def sweep(
     Example: lesion sweep -m meyes2019-mlp -c net.pt -d mnist -l fc1 --plan pairs -o runs/pairs
 
     On a GPU: lesion sweep -m vgg19_bn -c vgg.pt -d folder ... --device cuda --autocast bf16 --channels-last
+
+    A rerun into the same --out resumes; one process at a time writes a run (a second one is refused).
     """
     import lesion
+    from lesion.engine import EngineOptions
+    from lesion.store._db import check_run_dir
 
-    net, split = model_and_split(model, checkpoint, model_arg, data, data_dir, normalize, limit, device)
-    make = lesion.single if plan is PlanKind.single else lesion.pairs
-    run = lesion.sweep(
-        net, split, make(net, select, method.value), out, model_name=model or str(checkpoint),
-        engine=engine, batch_size=batch_size, memory=parse_bytes(memory), progress=True,
+    options = _engine_options(
+        engine=engine, device=device, batch_size=batch_size, memory=parse_bytes(memory),
         autocast=autocast.value if autocast else None, float32_check=float32_check,
-        channels_last=channels_last, compile=compile,
+        channels_last=channels_last, compile=compile, build=EngineOptions,
     )
+    at_least("--limit", limit, 1)
+    check_run_dir(out)
+    net, split = model_and_split(model, checkpoint, model_arg, data, data_dir, normalize, limit, device, random_init)
+    make = lesion.single if plan is PlanKind.single else lesion.pairs
+    lesions = make(net, select, method.value)
+    try:
+        run = lesion.sweep(
+            net, split, lesions, out, model_name=model or (checkpoint.name if checkpoint else "custom"),
+            options=options, extend=extend, progress=True,
+        )
+    except KeyboardInterrupt:
+        interrupted(out)
     print_summary(run)
+
+
+def _engine_options(build: Any, **settings: Any) -> Any:
+    """``EngineOptions(**settings)``, with a setting's error named as its command-line option."""
+    try:
+        return build(**settings)
+    except LesionError as exc:
+        text = str(exc)
+        name = text.split(":", 1)[0]
+        if name.startswith("--"):
+            raise
+        raise LesionError(f"--{name.replace('_', '-')}:{text.split(':', 1)[1]}") from None
+
+
+def interrupted(out: Path) -> NoReturn:
+    """After Ctrl-C: say what is stored and how to resume, exit 130."""
+    from lesion.store import Run
+
+    try:
+        lesions = Run(out).lesions()
+        stored = f"{int(lesions['done'].sum())} of {len(lesions)} lesions stored in {out}; "
+    except LesionError:
+        stored = ""
+    err.print(f"interrupted: {stored}rerun the same command to resume.", highlight=False)
+    raise typer.Exit(130)
 
 
 @app.command()
 def estimate(
-    select: Annotated[str, typer.Option("--layers", "-l", help="Layers whose units are estimated, e.g. 'fc1;fc2' (all units of each).")],
+    select: Annotated[str, typer.Option("--layers", "-l", help="Units to estimate: 'fc1' (all its units), 'fc1:0-9;fc2'.")],
     model: ModelOpt = None,
     checkpoint: CheckpointOpt = None,
     model_arg: ModelArgOpt = None,
+    random_init: RandomInitOpt = False,
     data: DataOpt = "digits",
     data_dir: DataDirOpt = None,
     normalize: NormalizeOpt = None,
     method: Annotated[Method, typer.Option(help="zero or mean (mean over the evaluation split).")] = Method.zero,
     batch_size: Annotated[int, typer.Option(help="Samples per forward/backward pass.")] = 256,
-    limit: Annotated[int | None, typer.Option(help="Estimate on the first N samples only.")] = None,
-    top: Annotated[int, typer.Option(help="Rows of the ranking to print.")] = 10,
+    limit: LimitOpt = None,
+    top: Annotated[int, typer.Option(help="Rows of the ranking to print (>= 1).")] = 10,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the tidy estimate table here (.csv or .parquet).")] = None,
     device: DeviceOpt = "cpu",
 ) -> None:
-    """First-order ESTIMATES of every single-unit lesion's effect, from one forward and backward pass.
+    """First-order ESTIMATES of every selected single-unit lesion's effect, from one forward and backward pass.
 
     activation x gradient (zero) or (mean - activation) x gradient (mean), turned into estimated
     per-class accuracy changes and a ranking. Estimates, not measurements: confirm with `lesion sweep`.
@@ -120,13 +167,22 @@ def estimate(
     """
     import lesion
 
-    net, split = model_and_split(model, checkpoint, model_arg, data, data_dir, normalize, limit, device)
-    names = list(lesion.select(lesion.layers(net), select))
-    means = lesion.unit_means(net, names, split.batches(batch_size)) if method is Method.mean else None
-    table = lesion.estimate(net, split, names, method=method.value, means=means, batch_size=batch_size)
-    overall = table[table["class"] == "overall"].sort_values("rank")
-    view = Table("rank", "lesion", "estimated top-1 change (pp)", title="first-order ESTIMATES (not measured)")
-    for _, row in overall.head(top).iterrows():
+    at_least("--batch-size", batch_size, 1)
+    at_least("--limit", limit, 1)
+    at_least("--top", top, 1)
+    if out is not None:
+        check_out_file(out, (".csv", ".parquet"))
+    net, split = model_and_split(model, checkpoint, model_arg, data, data_dir, normalize, limit, device, random_init)
+    chosen = lesion.select(lesion.layers(net), select)
+    means = lesion.unit_means(net, list(chosen), split.batches(batch_size)) if method is Method.mean else None
+    table = lesion.estimate(net, split, list(chosen), method=method.value, means=means, batch_size=batch_size)
+    wanted = {lesion.Lesion(((name, (unit,)),), method.value).key for name, units in chosen.items() for unit in units}
+    table = table[table["lesion"].isin(wanted)].reset_index(drop=True)
+    overall = table[table["class"] == "overall"].set_index("lesion")["change"]
+    table["rank"] = table["lesion"].map(overall.rank(method="min").astype(int))
+    overall_rows = table[table["class"] == "overall"].sort_values("rank", kind="stable")
+    view = Table("rank", "lesion", "estimated top-1 change (pp)", title=f"first-order ESTIMATES of {len(overall_rows)} lesions (not measured)")
+    for _, row in overall_rows.head(top).iterrows():
         view.add_row(str(row["rank"]), row["lesion"], f"{100 * row['change']:+.2f}")
     console.print(view)
     if out is not None:
@@ -135,11 +191,19 @@ def estimate(
 
 
 @app.command()
-def summary(run_dir: Annotated[Path, typer.Argument(help="A run directory.")], top: int = 5) -> None:
-    """Print a run's intact accuracy, its most damaging lesions and its largest class gain."""
+def summary(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    top: Annotated[int, typer.Option(help="How many of the most damaging lesions to list (>= 1).")] = 5,
+) -> None:
+    """Print a run's intact accuracy, its most damaging lesions and its largest class gain (or how much of it is stored)."""
     from lesion.store import Run
 
-    print_summary(Run(run_dir), top)
+    at_least("--top", top, 1)
+    run = Run(run_dir)
+    try:
+        print_summary(run, top)
+    finally:
+        run.close()
 
 
 @app.command()
@@ -151,5 +215,11 @@ def export(
     """Write the run's tidy tables (lesions; metrics: one row per lesion × class × metric) as CSV or Parquet."""
     from lesion.store import Run
 
-    for path in Run(run_dir).export(out or run_dir / "export", format.value):
-        console.print(str(path))
+    folder = out or run_dir / "export"
+    check_out_dir(folder)
+    run = Run(run_dir)
+    try:
+        for path in run.export(folder, format.value):
+            console.print(str(path))
+    finally:
+        run.close()
