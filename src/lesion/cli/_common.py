@@ -260,7 +260,7 @@ def print_summary(run: Any, top: int = 5) -> None:
     lesions = run.lesions()
     done, total = int(lesions["done"].sum()), len(lesions)
     if done < total:
-        console.print(f"{done} of {total} lesions stored (the intact network counts as one); rerun the same command to resume.", highlight=False)
+        console.print(f"{done} of {total} lesions stored (the intact network counts as one); rerun the same command to resume.", highlight=False, soft_wrap=True)
     if not lesions["done"][lesions["key"] == "intact"].any():
         return
     summary = run_summary(run, top=top)

@@ -137,7 +137,7 @@ def interrupted(out: Path) -> NoReturn:
         stored = f"{int(lesions['done'].sum())} of {len(lesions)} lesions stored in {out}; "
     except LesionError:
         stored = ""
-    err.print(f"interrupted: {stored}rerun the same command to resume.", highlight=False)
+    err.print(f"interrupted: {stored}rerun the same command to resume.", highlight=False, soft_wrap=True)
     raise typer.Exit(130)
 
 
