@@ -288,7 +288,7 @@ def _evaluate_pending(
     if not pending:
         return
     with progress_bar(len(pending), "lesions", enabled=progress) as advance:
-        outcomes = evaluate(model, split, pending, k=k, means=means, options=options)
+        outcomes = evaluate(model, split, pending, k=k, means=means, options=options, on_batch=advance.tick)
         for outcome in outcomes:
             metrics = class_metrics(outcome.topk, labels, n_classes, intact_topk)
             db.put_outcome(outcome.lesion.key, outcome.topk, outcome.near_ties, metrics, intact_topk)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +38,7 @@ def evaluate(
     channels_last: bool = False,
     compile: bool = False,
     options: EngineOptions | None = None,
+    on_batch: Callable[[float], None] | None = None,
 ) -> Iterator[Outcome]:
     """Evaluate every lesion on ``split``; yields one :class:`Outcome` per lesion (order may differ).
 
@@ -67,6 +68,9 @@ def evaluate(
         Fast engine: ``torch.compile`` the part of the network after each cut.
     options : EngineOptions, optional
         All of the settings above in one validated object (instead of the keywords).
+    on_batch : callable, optional
+        Progress: the fast engine calls it after each data batch of a round with the lesions' worth
+        of work done (fractions of a lesion), before that round's outcomes are yielded.
     """
     opts = engine_options(
         options, engine=engine, batch_size=batch_size, memory=memory, autocast=autocast,
@@ -82,7 +86,7 @@ def evaluate(
 
     return fast_outcomes(
         model, split, lesions, k=k, batch_size=opts.batch_size, means=means, strict=opts.engine == "fast",
-        **opts.engine_kwargs(),
+        on_batch=on_batch, **opts.engine_kwargs(),
     )
 
 

@@ -20,7 +20,7 @@ through the reference path (one forward per lesion), as do all lesions of a mode
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,6 +71,7 @@ def fast_outcomes(
     autocast: str | None = None,
     channels_last: bool = False,
     compile: bool = False,
+    on_batch: Callable[[float], None] | None = None,
 ) -> Iterator[Outcome]:
     """Yield one :class:`Outcome` per lesion, grouped by layer (same predictions as the reference).
 
@@ -89,6 +90,8 @@ def fast_outcomes(
         Feed 4-D inputs in channels-last memory format.
     compile : bool, default=False
         ``torch.compile`` the per-lesion part of the network.
+    on_batch : callable, optional
+        Called after each data batch of a round with the lesions' worth of work it did (progress).
     """
     lesions = list(lesions)
     known: dict[str, int] = {}
@@ -107,7 +110,7 @@ def fast_outcomes(
             raise
         warnings.warn(f"{error}; using the reference path (one forward per lesion)", stacklevel=2)
         return reference_outcomes(model, split, lesions, k=k, batch_size=batch_size, means=means, autocast=autocast)
-    options = _Options(memory or default_memory(model_device(model)), autocast, channels_last, compile)
+    options = _Options(memory or default_memory(model_device(model)), autocast, channels_last, compile, on_batch)
     return _run(model, gm, split, lesions, known, k, batch_size, means, strict, options)
 
 
@@ -126,6 +129,7 @@ class _Options:
     autocast: str | None
     channels_last: bool
     compile: bool
+    on_batch: Callable[[float], None] | None = None
 
 
 @dataclass
@@ -349,6 +353,8 @@ def _evaluate_round(intact: _IntactValues, chunks: list[_Chunk], k: int, tops: T
             top, tie = topk_and_ties(logits, k)
             tops[chunk.rows, offset : offset + b] = top.view(n, b, k).to(tops.dtype)
             ties[chunk.rows] += tie.view(n, b).sum(1)
+        if options.on_batch is not None:
+            options.on_batch(len(tops) * b / tops.shape[1])
 
 
 def _tile(value: Tensor, n: int) -> Tensor:
