@@ -19,6 +19,7 @@ from lesion.data import Dataset, Split, load_dataset
 from lesion.engine import Outcome, capture_activations, estimate, evaluate
 from lesion.models import build_model, load_model
 from lesion.plans import Plan, pairs, single
+from lesion.plans import fraction
 from lesion.store import Run
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "capture_activations",
     "estimate",
     "evaluate",
+    "fraction",
     "layers",
     "lesioned",
     "load_dataset",

@@ -48,6 +48,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("sweep-resume-other-selection", ["sweep", *MLP, "-l", "fc2:0-3", "-o", "{run}"], "--extend"),
     ("sweep-resume-other-data", ["sweep", *MLP, "-l", "fc2", "-o", "{run}", "--limit", "50"], "dataset"),
     ("sweep-resume-other-weights", ["sweep", "-m", "meyes2019-mlp", "-c", "{other64}", "--model-arg", "in_features=64", "-d", "digits", "-l", "fc2", "-o", "{run}"], "model"),
+    ("sweep-fraction-without-fractions", [*SWEEP, "--plan", "fraction"], "--fractions"),
+    ("sweep-fraction-out-of-range", [*SWEEP, "--plan", "fraction", "--fractions", "0.5,1.5"], "--fractions"),
+    ("sweep-fraction-units", ["sweep", *MLP, "-l", "fc1:0-3", "-o", "{new}", "--plan", "fraction", "--fractions", "0.5"], "--layers"),
+    ("sweep-fraction-draws-huge", [*SWEEP, "--plan", "fraction", "--fractions", "0.5", "--draws", "1000000000"], "--draws"),
+    ("sweep-fractions-without-plan", [*SWEEP, "--fractions", "0.5"], "--fractions"),
     # estimate
     ("estimate-inputs-do-not-fit", ["estimate", "-m", "meyes2019-mlp", "-c", "{mlp784}", "-d", "digits", "-l", "fc1"], "do not fit"),
     ("estimate-limit-0", [*ESTIMATE, "--limit", "0"], "--limit"),

@@ -93,3 +93,15 @@ def test_random_init_is_explicit_and_reproducible(tmp_path: Path, capsys: pytest
     assert run(args) == 0
     assert run(args) == 0  # the same random weights (seed 0): the run resumes
     assert Run(tmp_path / "run").lesions()["done"].all()
+
+
+def test_sweep_plan_fraction(workspace: dict[str, str], tmp_path: Path) -> None:
+    from lesion.store import Run
+
+    out = tmp_path / "fraction"
+    assert run(["sweep", "-m", "meyes2019-mlp", "-c", workspace["mlp64"], "--model-arg", "in_features=64", "-d", "digits",
+                "-l", "fc1", "--limit", "40", "--plan", "fraction", "--fractions", "0.1,0.5", "--draws", "3", "-o", str(out)]) == 0
+    result = Run(out)
+    sizes = sorted(result.lesions("fraction")["size"])
+    assert sizes == [2, 2, 2, 10, 10, 10] and result.meta("plan:fraction")["by"] == "random"
+    result.close()

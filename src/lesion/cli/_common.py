@@ -38,6 +38,12 @@ NormalizeOpt = Annotated[str | None, typer.Option("--normalize", help="unit ([0,
 class PlanKind(str, Enum):
     single = "single"
     pairs = "pairs"
+    fraction = "fraction"
+
+
+class FractionBy(str, Enum):
+    random = "random"
+    similar = "similar"
 
 
 class Method(str, Enum):

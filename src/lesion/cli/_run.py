@@ -16,7 +16,9 @@ from lesion.cli._common import (
     DataDirOpt,
     DataOpt,
     DeviceOpt,
+    MAX_SEED,
     ExportFormat,
+    FractionBy,
     Method,
     ModelArgOpt,
     ModelOpt,
@@ -31,6 +33,7 @@ from lesion.cli._common import (
     err,
     load_net,
     model_and_split,
+    number_in,
     parse_bytes,
     print_summary,
 )
@@ -67,7 +70,11 @@ def sweep(
     data: DataOpt = "digits",
     data_dir: DataDirOpt = None,
     normalize: NormalizeOpt = None,
-    plan: Annotated[PlanKind, typer.Option(help="single: each unit alone; pairs: every pair within a layer.")] = PlanKind.single,
+    plan: Annotated[PlanKind, typer.Option(help="single: each unit alone; pairs: every pair within a layer; fraction: groups of a proportion of each layer's units (--fractions, --by).")] = PlanKind.single,
+    fractions: Annotated[str | None, typer.Option(help="--plan fraction: proportions of each layer's units, e.g. 0.1,0.25,0.5.")] = None,
+    by: Annotated[FractionBy, typer.Option(help="--plan fraction: random groups (--draws, --seed) or similar-weight groups (Meyes et al. 2019).")] = FractionBy.random,
+    draws: Annotated[int, typer.Option(help="--plan fraction --by random: groups drawn per layer and proportion.")] = 100,
+    seed: Annotated[int, typer.Option(help="--plan fraction --by random: seed of the draws.")] = 0,
     method: Annotated[Method, typer.Option(help="zero: output 0 (= incoming weights and bias zeroed); mean: output replaced by its mean over the evaluation set.")] = Method.zero,
     extend: Annotated[bool, typer.Option("--extend", help="Add this plan (or selection) to an existing run that holds another one, instead of refusing.")] = False,
     engine: Annotated[str, typer.Option(help="auto, fast or reference (one full forward per lesion).")] = "auto",
@@ -102,10 +109,14 @@ def sweep(
         channels_last=channels_last, compile=compile, build=EngineOptions,
     )
     at_least("--limit", limit, 1)
+    proportions = _fraction_options(plan, fractions, select, draws, seed)
     check_run_dir(out)
     net, split = model_and_split(model, checkpoint, model_arg, data, data_dir, normalize, limit, device, random_init)
-    make = lesion.single if plan is PlanKind.single else lesion.pairs
-    lesions = make(net, select, method.value)
+    if plan is PlanKind.fraction:
+        lesions = lesion.fraction(net, select, proportions, by.value, seed=seed, draws=draws, method=method.value, name="fraction")
+    else:
+        make = lesion.single if plan is PlanKind.single else lesion.pairs
+        lesions = make(net, select, method.value)
     try:
         run = lesion.sweep(
             net, split, lesions, out, model_name=model or (checkpoint.name if checkpoint else "custom"),
@@ -114,6 +125,31 @@ def sweep(
     except KeyboardInterrupt:
         interrupted(out)
     print_summary(run)
+
+
+#: More random groups than this per layer and proportion is a typo, not a study.
+MAX_DRAWS = 100_000
+
+
+def _fraction_options(plan: PlanKind, fractions: str | None, select: str, draws: int, seed: int) -> list[float]:
+    """The proportions of ``--plan fraction`` (checked with its other options); [] for other plans."""
+    if plan is not PlanKind.fraction:
+        if fractions is not None:
+            raise LesionError(f"--fractions: only for --plan fraction (this is --plan {plan.value})")
+        return []
+    if fractions is None:
+        raise LesionError("--fractions: --plan fraction needs proportions, e.g. --fractions 0.1,0.25,0.5")
+    if ":" in select:
+        raise LesionError(f"--layers: --plan fraction takes whole layers (e.g. 'fc1;fc2' or 'features.*'), got {select!r}")
+    try:
+        proportions = [float(part) for part in fractions.split(",")]
+    except ValueError:
+        raise LesionError(f"--fractions: expected proportions in (0, 1] like 0.1,0.25, got {fractions!r}") from None
+    for value in proportions:
+        number_in("--fractions", value, 0, 1, low_open=True)
+    at_least("--draws", draws, 1, MAX_DRAWS)
+    at_least("--seed", seed, 0, MAX_SEED)
+    return proportions
 
 
 def _engine_options(build: Any, **settings: Any) -> Any:
