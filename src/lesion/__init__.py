@@ -18,8 +18,7 @@ from lesion._units import Layer, layers, select
 from lesion.data import Dataset, Split, load_dataset
 from lesion.engine import Outcome, capture_activations, estimate, evaluate
 from lesion.models import build_model, load_model
-from lesion.plans import Plan, pairs, single
-from lesion.plans import fraction
+from lesion.plans import Plan, fraction, pairs, single
 from lesion.store import Run
 
 __all__ = [

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-from dataclasses import replace
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 

@@ -13,8 +13,8 @@ import warnings
 from collections.abc import Sequence
 
 import typer
-from typer.exceptions import TyperException
 from rich.text import Text
+from typer.exceptions import TyperException
 
 from lesion._errors import LesionError
 from lesion.cli import _data, _demo, _reproduce, _run, _train  # noqa: F401  (register the commands)

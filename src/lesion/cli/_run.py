@@ -8,22 +8,22 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.table import Table
 
-from lesion.cli._app import app
 from lesion._errors import LesionError
+from lesion.cli._app import app
 from lesion.cli._common import (
+    MAX_SEED,
     Autocast,
     CheckpointOpt,
     DataDirOpt,
     DataOpt,
     DeviceOpt,
-    MAX_SEED,
     ExportFormat,
     FractionBy,
+    LimitOpt,
     Method,
     ModelArgOpt,
     ModelOpt,
     NormalizeOpt,
-    LimitOpt,
     PlanKind,
     RandomInitOpt,
     at_least,

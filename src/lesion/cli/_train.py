@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from lesion.cli._app import app
 from lesion._errors import LesionError, closest
+from lesion.cli._app import app
 from lesion.cli._common import (
     MAX_SEED,
     DataDirOpt,

@@ -8,7 +8,6 @@ import torch
 from torch import Tensor, nn
 
 from lesion._errors import LesionError, check_int
-
 from lesion._lesion import Lesion
 from lesion.data import Split
 from lesion.engine._capture import Activations, capture_activations, load_activations
@@ -102,14 +101,14 @@ def check_model_device(model: nn.Module, options: EngineOptions) -> None:
 __all__ = [
     "AUTOCAST",
     "ENGINES",
-    "EngineOptions",
     "TIE_TOLERANCE",
     "Activations",
+    "EngineOptions",
     "Outcome",
     "capture_activations",
+    "check_autocast",
     "check_device",
     "check_model_device",
-    "check_autocast",
     "default_k",
     "estimate",
     "eval_mode",
