@@ -253,11 +253,16 @@ def model_and_split(
     random_init: bool = False,
 ) -> tuple[Any, Any]:
     """The model in eval mode on ``device`` and the first ``limit`` samples of the dataset's test split, checked to fit."""
-    at_least("--limit", limit, 1)
     net = load_net(model, checkpoint, model_arg, random_init=random_init, device=device)
+    return net, test_split(net, data, data_dir, normalize, limit)
+
+
+def test_split(net: Any, data: str, data_dir: Path | None, normalize: str | None, limit: int | None) -> Any:
+    """The first ``limit`` samples of the dataset's test split, checked to fit ``net``."""
+    at_least("--limit", limit, 1)
     split = load_data(data, data_dir, normalize, train=False).test.head(limit)
     check_fit(net, split)
-    return net, split
+    return split
 
 
 def print_summary(run: Any, top: int = 5) -> None:

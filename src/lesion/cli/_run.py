@@ -36,6 +36,7 @@ from lesion.cli._common import (
     number_in,
     parse_bytes,
     print_summary,
+    test_split,
 )
 
 
@@ -111,12 +112,13 @@ def sweep(
     at_least("--limit", limit, 1)
     proportions = _fraction_options(plan, fractions, select, draws, seed)
     check_run_dir(out)
-    net, split = model_and_split(model, checkpoint, model_arg, data, data_dir, normalize, limit, device, random_init)
+    net = load_net(model, checkpoint, model_arg, random_init=random_init, device=device)
     if plan is PlanKind.fraction:
         lesions = lesion.fraction(net, select, proportions, by.value, seed=seed, draws=draws, method=method.value, name="fraction")
     else:
         make = lesion.single if plan is PlanKind.single else lesion.pairs
         lesions = make(net, select, method.value)
+    split = test_split(net, data, data_dir, normalize, limit)
     try:
         run = lesion.sweep(
             net, split, lesions, out, model_name=model or (checkpoint.name if checkpoint else "custom"),

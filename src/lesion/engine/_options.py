@@ -56,7 +56,7 @@ class EngineOptions:
             check_int("memory", self.memory, 1, why=" bytes")
         if self.autocast is not None and self.autocast not in AUTOCAST:
             raise LesionError(
-                f"autocast: expected one of {tuple(AUTOCAST)} (or None for float32), got {self.autocast!r}"
+                f"autocast must be one of {tuple(AUTOCAST)} (or None for float32), got {self.autocast!r}"
                 f"{closest(str(self.autocast), AUTOCAST)}"
             )
         if self.autocast is not None and self.device is not None and not torch.amp.is_autocast_available(torch.device(self.device).type):
