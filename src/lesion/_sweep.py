@@ -108,7 +108,7 @@ def sweep(
     k : int, optional
         Top-k depth; default ``min(5, n_classes)``.
     batch_size, engine, memory, autocast, float32_check, channels_last, compile
-        The engine settings, as keywords (see :class:`lesion.EngineOptions`). Under ``autocast``
+        The engine settings, as keywords (see :class:`lesion.engine.EngineOptions`). Under ``autocast``
         the intact network and ``float32_check`` lesions spread evenly over the plans are
         evaluated again in float32 with the same engine, and the number of top-1 predictions that
         differ is stored (:meth:`Run.float32_check`); the precision is part of the run's identity.

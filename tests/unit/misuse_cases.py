@@ -92,6 +92,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("recover-fraction-0", [*RECOVER, "--fraction", "0"], "--fraction"),
     ("recover-fraction-2", [*RECOVER, "--fraction", "2"], "--fraction"),
     ("recover-instances-0", [*RECOVER, "--instances", "0"], "--instances"),
+    ("recover-instances-huge", [*RECOVER, "--instances", "1000000000"], "--instances"),
     ("recover-epochs-0", [*RECOVER[:-4], "--epochs", "0", "-o", "{new}"], "--epochs"),
     ("recover-threads-negative", [*RECOVER, "--threads", "-1"], "--threads"),
     ("recover-eval-samples-negative", [*RECOVER, "--eval-samples", "-1"], "--eval-samples"),

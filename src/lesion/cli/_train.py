@@ -34,6 +34,8 @@ from lesion.cli._common import (
 #: More torch threads or worker processes than this is a typo, not a machine.
 MAX_THREADS = 1024
 MAX_WORKERS = 256
+#: Recovery instances or iterations: each retrains the network, so more is a typo.
+MAX_RUNS = 10_000
 
 
 def check_sgd_options(*, epochs: int, lr: float, momentum: float, batch_size: int) -> None:
@@ -158,11 +160,13 @@ def recover(
 
     number_in("--fraction", fraction, 0, 1, low_open=True)
     for option, value, low in (
-        ("--instances", instances, 1), ("--epochs", epochs, 1), ("--patience", patience, 1),
-        ("--max-epochs", max_epochs, epochs if protocol is Protocol.iterative else 1), ("--max-iterations", max_iterations, 1), ("--batch-size", batch_size, 1),
+        ("--epochs", epochs, 1), ("--patience", patience, 1), ("--batch-size", batch_size, 1),
+        ("--max-epochs", max_epochs, epochs if protocol is Protocol.iterative else 1),
         ("--eval-samples", eval_samples, 0), ("--train-samples", train_samples, 0),
     ):
         at_least(option, value, low)
+    at_least("--instances", instances, 1, MAX_RUNS)
+    at_least("--max-iterations", max_iterations, 1, MAX_RUNS)
     at_least("--seed", seed, 0, MAX_SEED)
     at_least("--threads", threads, 0, MAX_THREADS)
     number_in("--min-delta", min_delta, 0, float("inf"))
