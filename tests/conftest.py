@@ -46,3 +46,19 @@ def real_data_dir(name: str, *files: str) -> Path:
         if all((root / name / f).is_file() for f in files):
             return root
     pytest.skip(f"real {name} files {list(files)} not found under {[str(r) for r in roots]} (set LESION_DATA_DIR)")
+
+
+@pytest.fixture
+def synthetic_idx(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unzipped IDX files are checked against the originals' MD5s; synthetic ones (made by a test) are accepted by name."""
+    from lesion.data import _idx
+
+    real = _idx.md5
+    synthetic = {"t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "train-images-idx3-ubyte", "train-labels-idx1-ubyte"}
+
+    def md5(path: Path) -> str:
+        if path.name in synthetic and path.parent.name in _idx.RAW_CHECKSUMS:
+            return _idx.RAW_CHECKSUMS[path.parent.name].get(path.name + ".gz", real(path))
+        return real(path)
+
+    monkeypatch.setattr(_idx, "md5", md5)

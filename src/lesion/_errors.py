@@ -26,4 +26,7 @@ def check_int(name: str, value: object, low: int, high: int | None = None, why: 
         if number >= low and (high is None or number <= high):
             return number
     expected = f"an integer in {low}..{high}" if high is not None else f"an integer >= {low}"
-    raise LesionError(f"{name}: expected {expected}{why}, got {value!r}")
+    hint = ""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        hint = f" (closest valid: {low if value < low else high})"
+    raise LesionError(f"{name}: expected {expected}{why}, got {value!r}{hint}")

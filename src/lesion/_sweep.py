@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,26 +14,27 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lesion._errors import LesionError
+from lesion._errors import LesionError, check_int
 from lesion._lesion import INTACT, Lesion, check_lesion, unit_means
 from lesion._progress import progress_bar
 from lesion.data import Split
 from lesion.engine import (
+    EngineOptions,
     check_autocast,
+    check_model_device,
     default_k,
     eval_mode,
     evaluate,
     model_device,
     reference_outcomes,
 )
+from lesion.engine._options import FLOAT32_CHECK, engine_options
 from lesion.metrics import class_metrics
 from lesion.models import model_fingerprint
 from lesion.plans import Plan
 from lesion.store import FORMAT, Run, RunDB
-from lesion.store._db import versions
-
-#: Lesions re-evaluated in float32 (besides the intact network) when a sweep runs under autocast.
-FLOAT32_CHECK = 16
+from lesion.store._db import check_run_dir, versions
+from lesion.store._lock import DirLock
 
 
 def _means_fingerprint(means: Mapping[str, Tensor]) -> str:
@@ -78,13 +81,18 @@ def sweep(
     float32_check: int = FLOAT32_CHECK,
     channels_last: bool = False,
     compile: bool = False,
+    options: EngineOptions | None = None,
     config: Mapping[str, Any] | None = None,
+    extend: bool = False,
     progress: bool = False,
 ) -> Run:
     """Evaluate every lesion of ``plans`` on ``split`` and store the outcomes in the run directory ``out``.
 
-    Running again into the same directory resumes: finished lesions are skipped, none is stored
-    twice, and new plans are added. A directory made with another model, dataset or config is refused.
+    Running again into the same directory resumes: finished lesions are skipped and none is stored
+    twice. A directory made with another model (by content: the weights' sha256), dataset, config
+    or plans is refused with the differing field named; ``extend=True`` adds new plans, or new
+    lesions of a stored plan, to the run instead. Everything is validated before the directory is
+    touched; one process at a time writes a run (a lock file holds its pid, host and start time).
 
     Parameters
     ----------
@@ -96,53 +104,50 @@ def sweep(
     out : path
         The run directory (created if missing; must be empty or an earlier run of the same study).
     model_name : str, default="custom"
-        Recorded in the run metadata.
+        Recorded in the run metadata (not part of its identity: the weights' sha256 is).
     k : int, optional
         Top-k depth; default ``min(5, n_classes)``.
-    batch_size : int, default=256
+    batch_size, engine, memory, autocast, float32_check, channels_last, compile
+        The engine settings, as keywords (see :class:`lesion.engine.EngineOptions`). Under ``autocast``
+        the intact network and ``float32_check`` lesions spread evenly over the plans are
+        evaluated again in float32 with the same engine, and the number of top-1 predictions that
+        differ is stored (:meth:`Run.float32_check`); the precision is part of the run's identity.
+    options : EngineOptions, optional
+        The same settings as one validated object (instead of the keywords).
     means : mapping, optional
         Unit means for ``mean`` lesions; default: computed on ``split`` itself.
-    engine : {"auto", "fast", "reference"}, default="auto"
-    memory : int, optional
-        Byte budget for the fast engine.
-    autocast : {"bf16", "fp16"}, optional
-        Evaluate every lesion (and the intact network) under ``torch.autocast`` in that precision;
-        part of the run's identity. The intact network and ``float32_check`` lesions spread evenly
-        over the plans are then evaluated again in float32, with the same engine (so the count
-        reflects the precision alone), and the number of top-1 predictions that differ is stored
-        (:meth:`Run.float32_check`).
-    float32_check : int, default=16
-        Lesions re-checked in float32 under ``autocast``.
-    channels_last, compile : bool, default=False
-        Fast-engine options (see :func:`lesion.evaluate`).
     config : mapping, optional
         Extra study configuration; part of the run's identity.
+    extend : bool, default=False
+        Allow plans (or lesions of a plan) that the existing run does not hold yet.
     progress : bool, default=False
-        Show a progress bar.
+        Show progress (a bar on a terminal, a line about every 10 s otherwise).
 
     Returns
     -------
     Run
     """
+    opts = engine_options(
+        options, engine=engine, batch_size=batch_size, memory=memory, autocast=autocast,
+        float32_check=float32_check, channels_last=channels_last, compile=compile,
+    )
     plans = [plans] if isinstance(plans, Plan) else list(plans)
-    if not plans:
-        raise LesionError("plans: give at least one plan")
+    if not plans or not all(isinstance(plan, Plan) for plan in plans):
+        raise LesionError("plans: give at least one Plan (from lesion.single, lesion.pairs, lesion.fraction)")
     for plan in plans:
         for lesion in plan:
             check_lesion(model, lesion)
+    check_model_device(model, opts)
     n_classes = check_fits(model, split)
-    check_autocast(autocast, model_device(model))
-    if float32_check < 0:
-        raise LesionError(f"float32_check must be >= 0 lesions, got {float32_check}")
-    k = default_k(n_classes) if k is None else k
-    if not 1 <= k <= n_classes:
-        raise LesionError(f"k must be in 1..{n_classes}, got {k}")
+    check_autocast(opts.autocast, model_device(model))
+    k = default_k(n_classes) if k is None else check_int("k", k, 1, n_classes, why=" (the number of classes at most)")
+    check_run_dir(out)
     mean_layers = sorted({name for plan in plans for les in plan if les.method == "mean" for name in les.layers})
     means_source = "given" if means is not None else "evaluation split"
     if mean_layers and means is None:
         with eval_mode(model):
-            means = unit_means(model, mean_layers, split.batches(batch_size))
-    run_config = {"k": k, "means": means_source, **({"autocast": autocast} if autocast else {}), **(config or {})}
+            means = unit_means(model, mean_layers, split.batches(opts.batch_size))
+    run_config = {"k": k, "means": means_source, **({"autocast": opts.autocast} if opts.autocast else {}), **(config or {})}
     if means is not None and mean_layers:
         run_config["means_sha256"] = _means_fingerprint({n: means[n] for n in mean_layers})
     identity = {
@@ -156,26 +161,24 @@ def sweep(
         },
         "config": run_config,
     }
-    db = RunDB(out, create=True)
-    try:
-        _claim(db, identity, split)
-        db.register("intact", [INTACT])
-        for plan in plans:
-            db.register(plan.name, plan.lesions)
-            with db.transaction() as con:
-                db.set_meta(con, f"plan:{plan.name}", plan.info)
-        options = {"engine": engine, "memory": memory, "autocast": autocast, "channels_last": channels_last, "compile": compile}
-        _evaluate_pending(db, model, split, plans, k, batch_size, means, options, progress)
-        if autocast is not None:
-            float32 = {**options, "autocast": None}
-            _check_float32(db, model, split, _spread(_unique(plans), float32_check), batch_size, means, float32, progress)
-    finally:
-        db.close()
+    with DirLock(out):
+        db = RunDB(out, create=True)
+        try:
+            _claim(db, identity, split, plans, extend)
+            db.register("intact", [INTACT])
+            for plan in plans:
+                db.register(plan.name, plan.lesions)
+            _evaluate_pending(db, model, split, plans, k, means, opts, progress)
+            if opts.autocast is not None:
+                float32 = replace(opts, autocast=None)
+                _check_float32(db, model, split, _spread(_unique(plans), opts.float32_check), means, float32, progress)
+        finally:
+            db.close()
     return Run(out)
 
 
-def _claim(db: RunDB, identity: dict[str, Any], split: Split) -> None:
-    """Write the run's identity, or check that an existing run has the same one."""
+def _claim(db: RunDB, identity: dict[str, Any], split: Split, plans: list[Plan], extend: bool) -> None:
+    """Write the run's identity and plans, or check that an existing run has the same ones."""
     if db.get_meta("format") is None:
         with db.transaction() as con:
             db.set_meta(con, "format", FORMAT)
@@ -184,19 +187,83 @@ def _claim(db: RunDB, identity: dict[str, Any], split: Split) -> None:
             db.set_meta(con, "versions", versions())
             db.set_meta(con, "created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
             db.put_array(con, "labels", split.labels.numpy().astype(np.int64))
+            for plan in plans:
+                db.set_meta(con, f"plan:{plan.name}", plan.info)
         return
-    for key, value in identity.items():
-        stored = db.get_meta(key)
-        if stored != value:
+    where = f"run directory {str(db.dir)!r}"
+    _check_same(db, identity, "model", where)
+    _check_same(db, identity, "dataset", where)
+    changes: dict[str, Any] = {}
+    for plan in plans:
+        stored = db.get_meta(f"plan:{plan.name}")
+        info = plain(plan.info)
+        known = [stored] if stored is None else [{k: v for k, v in stored.items() if k != "extensions"}, *stored.get("extensions", [])]
+        if info in known:
+            continue
+        if not extend:
+            if stored is None:
+                raise LesionError(
+                    f"--extend: {where} holds no plan {plan.name!r} (it holds {_plan_names(db)}); "
+                    "give --extend (extend=True) to add it to the run, or use a new --out"
+                )
+            differences = describe_differences(info, known[0], "")
             raise LesionError(
-                f"run directory {str(db.dir)!r} was made with a different {key}: stored {_short(stored)}, "
-                f"given {_short(value)}. Use a new --out for a different {key}."
+                f"--extend: {where} holds plan {plan.name!r} with another selection: {'; '.join(differences)}. "
+                "Rerun with the run's selection to resume, give --extend (extend=True) to add these lesions "
+                "to the run, or use a new --out"
             )
+        changes[plan.name] = info if stored is None else {**stored, "extensions": [*stored.get("extensions", []), info]}
+    _check_same(db, identity, "config", where)
+    if changes:
+        with db.transaction() as con:
+            for name, info in changes.items():
+                db.set_meta(con, f"plan:{name}", info)
+
+
+def _check_same(db: RunDB, identity: dict[str, Any], key: str, where: str) -> None:
+    stored, given = db.get_meta(key), plain(identity[key])
+    if key == "model":  # the name is a label; the weights' content is the identity
+        stored, given = {"sha256": (stored or {}).get("sha256")}, {"sha256": given["sha256"]}
+    differences = describe_differences(given, stored, key)
+    if differences:
+        raise LesionError(
+            f"--out: {where} was made with a different {key}: {'; '.join(differences)}. "
+            "Rerun with the run's settings to resume, or use a new --out"
+        )
+
+
+def _plan_names(db: RunDB) -> list[str]:
+    return sorted(r[0].removeprefix("plan:") for r in db.con.execute("SELECT key FROM meta WHERE key LIKE 'plan:%'"))
+
+
+def plain(value: Any) -> Any:
+    """``value`` as its stored JSON gives it back (tuples become lists)."""
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+def describe_differences(here: Any, there: Any, path: str) -> list[str]:
+    """Each field where ``here`` differs from ``there`` (the stored run), in words.
+
+    >>> describe_differences({"method": "mean", "k": 5}, {"method": "zero", "k": 5}, "")
+    ["method: 'mean' here, 'zero' in the run"]
+    """
+    if isinstance(here, dict) and isinstance(there, dict):
+        out: list[str] = []
+        for key in sorted(set(here) | set(there)):
+            name = f"{path}.{key}" if path else str(key)
+            if key not in there:
+                out.append(f"{name}: {_short(here[key])} here, absent in the run")
+            elif key not in here:
+                out.append(f"{name}: absent here, {_short(there[key])} in the run")
+            else:
+                out.extend(describe_differences(here[key], there[key], name))
+        return out
+    return [] if here == there else [f"{path or 'value'}: {_short(here)} here, {_short(there)} in the run"]
 
 
 def _short(value: Any) -> str:
-    text = str(value)
-    return text if len(text) < 160 else text[:157] + "..."
+    text = repr(value)
+    return text if len(text) < 80 else text[:77] + "..."
 
 
 def _evaluate_pending(
@@ -205,16 +272,15 @@ def _evaluate_pending(
     split: Split,
     plans: list[Plan],
     k: int,
-    batch_size: int,
     means: Mapping[str, Tensor] | None,
-    options: dict[str, Any],
+    options: EngineOptions,
     progress: bool,
 ) -> None:
     done = db.done_keys()
     labels = split.labels.numpy()
     n_classes = split.n_classes
     if "intact" not in done:
-        (intact,) = reference_outcomes(model, split, [INTACT], k=k, batch_size=batch_size, autocast=options["autocast"])
+        (intact,) = reference_outcomes(model, split, [INTACT], k=k, batch_size=options.batch_size, autocast=options.autocast)
         db.put_outcome("intact", intact.topk, intact.near_ties, class_metrics(intact.topk, labels, n_classes), None)
     intact_topk = db.topk("intact")
     done.add("intact")
@@ -222,7 +288,7 @@ def _evaluate_pending(
     if not pending:
         return
     with progress_bar(len(pending), "lesions", enabled=progress) as advance:
-        outcomes = evaluate(model, split, pending, k=k, batch_size=batch_size, means=means, **options)
+        outcomes = evaluate(model, split, pending, k=k, means=means, options=options, on_batch=advance.tick)
         for outcome in outcomes:
             metrics = class_metrics(outcome.topk, labels, n_classes, intact_topk)
             db.put_outcome(outcome.lesion.key, outcome.topk, outcome.near_ties, metrics, intact_topk)
@@ -246,9 +312,8 @@ def _check_float32(
     model: nn.Module,
     split: Split,
     lesions: list[Lesion],
-    batch_size: int,
     means: Mapping[str, Tensor] | None,
-    options: dict[str, Any],
+    options: EngineOptions,
     progress: bool,
 ) -> None:
     """Re-evaluate the intact network and ``lesions`` in float32 (same engine options otherwise); store,
@@ -256,7 +321,7 @@ def _check_float32(
     checked: dict[str, int] = db.get_meta("float32_check") or {}
     todo = [lesion for lesion in [INTACT, *lesions] if lesion.key not in checked]
     with progress_bar(len(todo), "float32 check", enabled=progress) as advance:
-        for outcome in evaluate(model, split, todo, k=1, batch_size=batch_size, means=means, **options):
+        for outcome in evaluate(model, split, todo, k=1, means=means, options=options):
             checked[outcome.lesion.key] = int((db.topk(outcome.lesion.key)[:, 0] != outcome.topk[:, 0]).sum())
             with db.transaction() as con:
                 db.set_meta(con, "float32_check", checked)

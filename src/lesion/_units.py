@@ -250,7 +250,9 @@ def selection_items(selection: SelectionLike) -> list[tuple[str, Any]]:
         items: list[tuple[str, Any]] = []
         for chunk in selection.replace(" ", "").split(";"):
             if chunk:
-                name, _, text = chunk.partition(":")
+                name, colon, text = chunk.partition(":")
+                if colon and not text:
+                    raise LesionError(f"unit selection {chunk!r}: units expected after ':', e.g. '{name}:0-9'; or '{name}' for all units")
                 items.append((name, text or "*"))
     elif isinstance(selection, Mapping):
         items = [(str(name), units) for name, units in selection.items()]

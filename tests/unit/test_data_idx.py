@@ -18,6 +18,7 @@ from lesion.data._idx import (
     CHECKSUMS,
     IMAGES_MAGIC,
     LABELS_MAGIC,
+    RAW_CHECKSUMS,
     TEST_IMAGES,
     TEST_LABELS,
     TRAIN_IMAGES,
@@ -213,11 +214,33 @@ def test_torchvision_and_flat_layouts(
     assert len(mnist_family("mnist", flat).test) == 4
 
 
-def test_unzipped_files_are_accepted(tmp_path: Path) -> None:
+def test_unzipped_files_are_accepted_with_their_checksum(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sums = {}
     for file, (array, magic) in ARRAYS.items():
-        write(tmp_path / "kmnist" / file.removesuffix(".gz"), idx_bytes(array, magic))
+        sums[file] = md5_of(write(tmp_path / "kmnist" / file.removesuffix(".gz"), idx_bytes(array, magic)))
+    monkeypatch.setitem(RAW_CHECKSUMS, "kmnist", sums)
     ds = mnist_family("kmnist", tmp_path)
     assert ds.train is not None and ds.train.labels.tolist() == TRAIN_Y.tolist()
+    shifted = write(tmp_path / "kmnist" / TEST_LABELS.removesuffix(".gz"), idx_bytes(np.roll(TEST_Y, 1), LABELS_MAGIC))
+    with pytest.raises(LesionError, match=f"{shifted}.*corrupt or not the original.*uncompressed bytes"):
+        mnist_family("kmnist", tmp_path)
+    monkeypatch.setitem(RAW_CHECKSUMS, "kmnist", {k: v for k, v in sums.items() if k != TEST_LABELS})
+    with pytest.raises(LesionError, match="no checksum of the unzipped file is known"):
+        mnist_family("kmnist", tmp_path)
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "kmnist"])
+def test_raw_checksums_are_those_of_the_real_files(name: str) -> None:
+    """Each known MD5 of an unzipped file is that of the real ``.gz``'s uncompressed bytes."""
+    import os
+
+    root = Path(os.environ.get("LESION_DATA_DIR", "../shared/datasets")) / name
+    present = [file for file in RAW_CHECKSUMS[name] if (root / file).is_file()]
+    if not present:
+        pytest.skip(f"no {name} files in {root} (set LESION_DATA_DIR)")
+    for file in present:
+        assert md5_of(root / file) == CHECKSUMS[name][file]
+        assert hashlib.md5(gzip.decompress((root / file).read_bytes())).hexdigest() == RAW_CHECKSUMS[name][file]
 
 
 def test_env_data_dir_and_none(family_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,6 +22,8 @@ from lesion.stats import spread
 from lesion.studies.meyes2019_vgg._report import SECTIONS
 from lesion.studies.meyes2019_vgg._stages import block_output, point_plan, run_meyes2019_vgg
 
+pytestmark = pytest.mark.usefixtures("synthetic_idx")
+
 FIGURES = (
     "fig14-depth-top1", "fig15-depth-top5", "fig16-classes-top5", "fig16-classes-top1", "fig17-class-drops-top5",
     "fig17-class-drops-top1", "fig18-recovery-instances", "fig19-recovery-iterative", "lesion-points",

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import re
-import struct
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from fixtures.regression import cnn_args, cnn_checkpoint
+from fixtures.regression import cnn_args, cnn_checkpoint, fake_mnist_family
 from lesion import LesionError
 from lesion.cli import app
 from lesion.models import meyes2020_cnn
@@ -21,28 +19,7 @@ from lesion.stats import class_drops
 from lesion.studies.meyes2020_cnn import _analysis as analysis
 from lesion.studies.meyes2020_cnn._stages import LESION_LAYERS, run_meyes2020_cnn
 
-# --- synthetic MNIST-family files -----------------------------------------------------------
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    magic = 0x803 if array.ndim == 3 else 0x801
-    path.write_bytes(struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.astype(np.uint8).tobytes())
-
-
-def fake_mnist_family(root: Path, name: str, n_test: int, n_train: int | None) -> Path:
-    """Unzipped IDX files of class-coded 28x28 images (class c: a bright band at rows 2c..2c+3)."""
-    folder = root / name
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    parts = {"t10k": n_test} | ({"train": n_train} if n_train else {})
-    for part, n in parts.items():
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 60, size=(n, 28, 28))
-        for i, c in enumerate(labels):
-            images[i, 2 * c + 2 : 2 * c + 6, 4:24] = 255
-        write_idx(folder / f"{part}-images-idx3-ubyte", images)
-        write_idx(folder / f"{part}-labels-idx1-ubyte", labels)
-    return root
+pytestmark = pytest.mark.usefixtures("synthetic_idx")
 
 
 # --- plans and compositions -----------------------------------------------------------------

@@ -124,7 +124,7 @@ def test_compile_gives_the_hand_worked_numbers() -> None:
 def test_cli_sweep_reports_the_float32_check(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    args = ["sweep", "-m", "meyes2019-mlp", "--model-arg", "in_features=64", "-d", "digits", "-l", "fc1:0-3", "-o"]
+    args = ["sweep", "-m", "meyes2019-mlp", "--model-arg", "in_features=64", "--random-init", "-d", "digits", "-l", "fc1:0-3", "-o"]
     result = CliRunner().invoke(app, [*args, str(tmp_path / "run"), "--autocast", "bf16", "--float32-check", "2"])
     assert result.exit_code == 0, result.output
     assert "Precision: bf16 autocast; top-1 predictions that differ from float32 (re-evaluated): intact " in result.output

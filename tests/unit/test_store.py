@@ -75,8 +75,11 @@ def test_rerun_skips_finished_lesions_and_adds_new_plans(tmp_path):
     model, data = toy_network(), toy_data()
     lesion.sweep(model, data, lesion.single(model, "hidden"), tmp_path, engine="reference")
     before = _rows(tmp_path)
+    with pytest.raises(LesionError, match="holds no plan 'pairs'"):  # a new plan only when asked for
+        lesion.sweep(model, data, [lesion.single(model, "hidden"), lesion.pairs(model, "hidden")], tmp_path)
+    assert _rows(tmp_path) == before
     run = lesion.sweep(model, data, [lesion.single(model, "hidden"), lesion.pairs(model, "hidden")], tmp_path,
-                       engine="reference")
+                       engine="reference", extend=True)
     after = _rows(tmp_path)
     assert after["outcomes"][: len(before["outcomes"])] == before["outcomes"]
     assert len(run.lesions()) == 1 + 5 + 10 and run.lesions()["done"].all()

@@ -17,3 +17,13 @@ reproduce_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(reproduce_app, name="reproduce")
+
+#: Process-wide CLI settings (set by the callback below).
+settings = {"debug": False}
+
+
+@app.callback()
+def _global(
+    debug: bool = typer.Option(False, "--debug", help="On an unexpected internal error, show the full traceback."),
+) -> None:
+    settings["debug"] = debug

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from lesion.cli._app import app
-from lesion.cli._common import console
+from lesion.cli._common import MAX_SEED, at_least, check_out_dir, console
 
 
 @app.command()
@@ -24,6 +24,10 @@ def demo(
     tables and summary.md: the study of examples/digits.toml.
     """
     from lesion.studies.demo import run_demo
+
+    at_least("--epochs", epochs, 1)
+    at_least("--seed", seed, 0, MAX_SEED)
+    check_out_dir(out)
 
     result = run_demo(out, seed=seed, epochs=epochs, progress=True)
     console.print(result.summary.text, highlight=False, soft_wrap=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.table import Table
@@ -11,22 +11,33 @@ from rich.table import Table
 from lesion._errors import LesionError
 from lesion.cli._app import app
 from lesion.cli._common import (
+    MAX_SEED,
     Autocast,
     CheckpointOpt,
     DataDirOpt,
     DataOpt,
     DeviceOpt,
     ExportFormat,
+    FractionBy,
+    LimitOpt,
     Method,
     ModelArgOpt,
     ModelOpt,
     NormalizeOpt,
     PlanKind,
+    RandomInitOpt,
+    at_least,
+    check_out_dir,
+    check_out_file,
     console,
+    err,
+    load_data,
+    load_net,
     model_and_split,
+    number_in,
     parse_bytes,
-    parse_kwargs,
     print_summary,
+    test_split,
 )
 
 
@@ -46,14 +57,11 @@ def layers(
     """
     import lesion
     from lesion._units import example_input
-    from lesion.models import load_model
 
-    net = load_model(model, checkpoint, **parse_kwargs(model_arg))
+    net = load_net(model, checkpoint, model_arg, weights=False)
     example = example_input(net)
     if data is not None:
-        from lesion.data import load_dataset
-
-        example = next(load_dataset(data, data_dir, normalize=normalize, train=False).test.batches(2))[0]
+        example = next(load_data(data, data_dir, normalize, train=False).test.batches(2))[0]
     try:
         found = lesion.layers(net, include=include or (), example=example) if example is not None else None
     except LesionError:
@@ -78,15 +86,21 @@ def sweep(
     model: ModelOpt = None,
     checkpoint: CheckpointOpt = None,
     model_arg: ModelArgOpt = None,
+    random_init: RandomInitOpt = False,
     data: DataOpt = "digits",
     data_dir: DataDirOpt = None,
     normalize: NormalizeOpt = None,
-    plan: Annotated[PlanKind, typer.Option(help="single: each unit alone; pairs: every pair within a layer.")] = PlanKind.single,
+    plan: Annotated[PlanKind, typer.Option(help="single: each unit alone; pairs: every pair within a layer; fraction: groups of a proportion of each layer's units (--fractions, --by).")] = PlanKind.single,
+    fractions: Annotated[str | None, typer.Option(help="--plan fraction: proportions of each layer's units, e.g. 0.1,0.25,0.5.")] = None,
+    by: Annotated[FractionBy, typer.Option(help="--plan fraction: random groups (--draws, --seed) or similar-weight groups (Meyes et al. 2019).")] = FractionBy.random,
+    draws: Annotated[int, typer.Option(help="--plan fraction --by random: groups drawn per layer and proportion.")] = 100,
+    seed: Annotated[int, typer.Option(help="--plan fraction --by random: seed of the draws.")] = 0,
     method: Annotated[Method, typer.Option(help="zero: output 0 (= incoming weights and bias zeroed); mean: output replaced by its mean over the evaluation set.")] = Method.zero,
+    extend: Annotated[bool, typer.Option("--extend", help="Add this plan (or selection) to an existing run that holds another one, instead of refusing.")] = False,
     engine: Annotated[str, typer.Option(help="auto, fast or reference (one full forward per lesion).")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 256,
     memory: Annotated[str | None, typer.Option(help="Memory budget of the fast engine, e.g. 2G (default: automatic).")] = None,
-    limit: Annotated[int | None, typer.Option(help="Evaluate on the first N samples only.")] = None,
+    limit: LimitOpt = None,
     device: DeviceOpt = "cpu",
     autocast: Annotated[
         Autocast | None,
@@ -102,37 +116,106 @@ def sweep(
     Example: lesion sweep -m meyes2019-mlp -c net.pt -d mnist -l fc1 --plan pairs -o runs/pairs
 
     On a GPU: lesion sweep -m vgg19_bn -c vgg.pt -d folder ... --device cuda --autocast bf16 --channels-last
+
+    A rerun into the same --out resumes; one process at a time writes a run (a second one is refused).
     """
     import lesion
+    from lesion.engine import EngineOptions
+    from lesion.store._db import check_run_dir
 
-    net, split = model_and_split(model, checkpoint, model_arg, data, data_dir, normalize, limit, device)
-    make = lesion.single if plan is PlanKind.single else lesion.pairs
-    run = lesion.sweep(
-        net, split, make(net, select, method.value), out, model_name=model or str(checkpoint),
-        engine=engine, batch_size=batch_size, memory=parse_bytes(memory), progress=True,
+    options = _engine_options(
+        engine=engine, device=device, batch_size=batch_size, memory=parse_bytes(memory),
         autocast=autocast.value if autocast else None, float32_check=float32_check,
-        channels_last=channels_last, compile=compile,
+        channels_last=channels_last, compile=compile, build=EngineOptions,
     )
+    at_least("--limit", limit, 1)
+    proportions = _fraction_options(plan, fractions, select, draws, seed)
+    check_run_dir(out)
+    net = load_net(model, checkpoint, model_arg, random_init=random_init, device=device)
+    if plan is PlanKind.fraction:
+        lesions = lesion.fraction(net, select, proportions, by.value, seed=seed, draws=draws, method=method.value, name="fraction")
+    else:
+        make = lesion.single if plan is PlanKind.single else lesion.pairs
+        lesions = make(net, select, method.value)
+    split = test_split(net, data, data_dir, normalize, limit)
+    try:
+        run = lesion.sweep(
+            net, split, lesions, out, model_name=model or (checkpoint.name if checkpoint else "custom"),
+            options=options, extend=extend, progress=True,
+        )
+    except KeyboardInterrupt:
+        interrupted(out)
     print_summary(run)
+
+
+#: More random groups than this per layer and proportion is a typo, not a study.
+MAX_DRAWS = 100_000
+
+
+def _fraction_options(plan: PlanKind, fractions: str | None, select: str, draws: int, seed: int) -> list[float]:
+    """The proportions of ``--plan fraction`` (checked with its other options); [] for other plans."""
+    if plan is not PlanKind.fraction:
+        if fractions is not None:
+            raise LesionError(f"--fractions: only for --plan fraction (this is --plan {plan.value})")
+        return []
+    if fractions is None:
+        raise LesionError("--fractions: --plan fraction needs proportions, e.g. --fractions 0.1,0.25,0.5")
+    if ":" in select:
+        raise LesionError(f"--layers: --plan fraction takes whole layers (e.g. 'fc1;fc2' or 'features.*'), got {select!r}")
+    try:
+        proportions = [float(part) for part in fractions.split(",")]
+    except ValueError:
+        raise LesionError(f"--fractions: expected proportions in (0, 1] like 0.1,0.25, got {fractions!r}") from None
+    for value in proportions:
+        number_in("--fractions", value, 0, 1, low_open=True)
+    at_least("--draws", draws, 1, MAX_DRAWS)
+    at_least("--seed", seed, 0, MAX_SEED)
+    return proportions
+
+
+def _engine_options(build: Any, **settings: Any) -> Any:
+    """``EngineOptions(**settings)``, with a setting's error named as its command-line option."""
+    try:
+        return build(**settings)
+    except LesionError as exc:
+        text = str(exc)
+        name = text.split(":", 1)[0]
+        if name.startswith("--"):
+            raise
+        raise LesionError(f"--{name.replace('_', '-')}:{text.split(':', 1)[1]}") from None
+
+
+def interrupted(out: Path) -> NoReturn:
+    """After Ctrl-C: say what is stored and how to resume, exit 130."""
+    from lesion.store import Run
+
+    try:
+        lesions = Run(out).lesions()
+        stored = f"{int(lesions['done'].sum())} of {len(lesions)} lesions stored in {out}; "
+    except LesionError:
+        stored = ""
+    err.print(f"interrupted: {stored}rerun the same command to resume.", highlight=False, soft_wrap=True)
+    raise typer.Exit(130)
 
 
 @app.command()
 def estimate(
-    select: Annotated[str, typer.Option("--layers", "-l", help="Layers whose units are estimated, e.g. 'fc1;fc2' (all units of each).")],
+    select: Annotated[str, typer.Option("--layers", "-l", help="Units to estimate: 'fc1' (all its units), 'fc1:0-9;fc2'.")],
     model: ModelOpt = None,
     checkpoint: CheckpointOpt = None,
     model_arg: ModelArgOpt = None,
+    random_init: RandomInitOpt = False,
     data: DataOpt = "digits",
     data_dir: DataDirOpt = None,
     normalize: NormalizeOpt = None,
     method: Annotated[Method, typer.Option(help="zero or mean (mean over the evaluation split).")] = Method.zero,
     batch_size: Annotated[int, typer.Option(help="Samples per forward/backward pass.")] = 256,
-    limit: Annotated[int | None, typer.Option(help="Estimate on the first N samples only.")] = None,
-    top: Annotated[int, typer.Option(help="Rows of the ranking to print.")] = 10,
+    limit: LimitOpt = None,
+    top: Annotated[int, typer.Option(help="Rows of the ranking to print (>= 1).")] = 10,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the tidy estimate table here (.csv or .parquet).")] = None,
     device: DeviceOpt = "cpu",
 ) -> None:
-    """First-order ESTIMATES of every single-unit lesion's effect, from one forward and backward pass.
+    """First-order ESTIMATES of every selected single-unit lesion's effect, from one forward and backward pass.
 
     activation x gradient (zero) or (mean - activation) x gradient (mean), turned into estimated
     per-class accuracy changes and a ranking. Estimates, not measurements: confirm with `lesion sweep`.
@@ -141,13 +224,22 @@ def estimate(
     """
     import lesion
 
-    net, split = model_and_split(model, checkpoint, model_arg, data, data_dir, normalize, limit, device)
-    names = list(lesion.select(lesion.layers(net), select))
-    means = lesion.unit_means(net, names, split.batches(batch_size)) if method is Method.mean else None
-    table = lesion.estimate(net, split, names, method=method.value, means=means, batch_size=batch_size)
-    overall = table[table["class"] == "overall"].sort_values("rank")
-    view = Table("rank", "lesion", "estimated top-1 change (pp)", title="first-order ESTIMATES (not measured)")
-    for _, row in overall.head(top).iterrows():
+    at_least("--batch-size", batch_size, 1)
+    at_least("--limit", limit, 1)
+    at_least("--top", top, 1)
+    if out is not None:
+        check_out_file(out, (".csv", ".parquet"))
+    net, split = model_and_split(model, checkpoint, model_arg, data, data_dir, normalize, limit, device, random_init)
+    chosen = lesion.select(lesion.layers(net), select)
+    means = lesion.unit_means(net, list(chosen), split.batches(batch_size)) if method is Method.mean else None
+    table = lesion.estimate(net, split, list(chosen), method=method.value, means=means, batch_size=batch_size)
+    wanted = {lesion.Lesion(((name, (unit,)),), method.value).key for name, units in chosen.items() for unit in units}
+    table = table[table["lesion"].isin(wanted)].reset_index(drop=True)
+    overall = table[table["class"] == "overall"].set_index("lesion")["change"]
+    table["rank"] = table["lesion"].map(overall.rank(method="min").astype(int))
+    overall_rows = table[table["class"] == "overall"].sort_values("rank", kind="stable")
+    view = Table("rank", "lesion", "estimated top-1 change (pp)", title=f"first-order ESTIMATES of {len(overall_rows)} lesions (not measured)")
+    for _, row in overall_rows.head(top).iterrows():
         view.add_row(str(row["rank"]), row["lesion"], f"{100 * row['change']:+.2f}")
     console.print(view)
     if out is not None:
@@ -156,11 +248,19 @@ def estimate(
 
 
 @app.command()
-def summary(run_dir: Annotated[Path, typer.Argument(help="A run directory.")], top: int = 5) -> None:
-    """Print a run's intact accuracy, its most damaging lesions and its largest class gain."""
+def summary(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    top: Annotated[int, typer.Option(help="How many of the most damaging lesions to list (>= 1).")] = 5,
+) -> None:
+    """Print a run's intact accuracy, its most damaging lesions and its largest class gain (or how much of it is stored)."""
     from lesion.store import Run
 
-    print_summary(Run(run_dir), top)
+    at_least("--top", top, 1)
+    run = Run(run_dir)
+    try:
+        print_summary(run, top)
+    finally:
+        run.close()
 
 
 @app.command()
@@ -172,5 +272,11 @@ def export(
     """Write the run's tidy tables (lesions; metrics: one row per lesion × class × metric) as CSV or Parquet."""
     from lesion.store import Run
 
-    for path in Run(run_dir).export(out or run_dir / "export", format.value):
-        console.print(str(path))
+    folder = out or run_dir / "export"
+    check_out_dir(folder)
+    run = Run(run_dir)
+    try:
+        for path in run.export(folder, format.value):
+            console.print(str(path))
+    finally:
+        run.close()

@@ -9,18 +9,41 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from lesion._errors import LesionError, closest
 from lesion.cli._app import app
 from lesion.cli._common import (
+    MAX_SEED,
     DataDirOpt,
     DataOpt,
     DeviceOpt,
     ModelArgOpt,
     NormalizeOpt,
+    at_least,
+    build_net,
     check_device,
+    check_fit,
+    check_out_dir,
     console,
+    load_data,
+    load_net,
+    number_in,
     parse_kwargs,
     parse_seeds,
 )
+
+#: More torch threads or worker processes than this is a typo, not a machine.
+MAX_THREADS = 1024
+MAX_WORKERS = 256
+#: Recovery instances or iterations: each retrains the network, so more is a typo.
+MAX_RUNS = 10_000
+
+
+def check_sgd_options(*, epochs: int, lr: float, momentum: float, batch_size: int) -> None:
+    """Raise `LesionError`, naming the option, unless the SGD settings are usable."""
+    at_least("--epochs", epochs, 1)
+    at_least("--batch-size", batch_size, 1)
+    number_in("--lr", lr, 0, float("inf"), low_open=True)
+    number_in("--momentum", momentum, 0, 1, high_open=True)
 
 
 class Protocol(str, Enum):
@@ -55,10 +78,13 @@ def train(
     import contextlib
 
     from lesion._threads import torch_threads
-    from lesion.data import load_dataset
+    from lesion.store._lock import DirLock
     from lesion.train import PRESETS, train_population
 
     check_device(device)
+    seed_list = parse_seeds(seeds)
+    at_least("--threads", threads, 0, MAX_THREADS)
+    at_least("--workers", workers, 1, MAX_WORKERS)
     preset = PRESETS.get(model, {"epochs": 10, "lr": 0.01, "momentum": 0.9, "batch_size": 64})
     hparams: dict[str, Any] = {
         "epochs": epochs if epochs is not None else preset["epochs"],
@@ -66,10 +92,16 @@ def train(
         "momentum": momentum if momentum is not None else preset["momentum"],
         "batch_size": batch_size if batch_size is not None else preset["batch_size"],
     }
-    dataset = load_dataset(data, data_dir, normalize=normalize)
-    with torch_threads(threads) if threads else contextlib.nullcontext():
+    check_sgd_options(**hparams)
+    check_out_dir(out)
+    kwargs = parse_kwargs(model_arg)
+    dataset = load_data(data, data_dir, normalize)
+    if dataset.train is None:
+        raise LesionError(f"--data: {data!r} has no train split here (its train files are missing); training needs one")
+    check_fit(build_net(model, kwargs), dataset.test)
+    with DirLock(out, "population directory"), torch_threads(threads) if threads else contextlib.nullcontext():
         paths = train_population(
-            model, dataset, parse_seeds(seeds), out, model_kwargs=parse_kwargs(model_arg), progress=True,
+            model, dataset, seed_list, out, model_kwargs=kwargs, progress=True,
             workers=workers, device=device, **hparams,
         )
     import json
@@ -119,20 +151,41 @@ def recover(
     """
     import contextlib
 
+    import lesion
     from lesion._threads import torch_threads
     from lesion.data import Dataset, load_dataset
-    from lesion.models import load_model
     from lesion.plots import recovery_figure, save_figure
+    from lesion.store._lock import DirLock
     from lesion.train import run_recovery, seeded_subset
 
-    net = load_model(model, checkpoint, **parse_kwargs(model_arg))
+    number_in("--fraction", fraction, 0, 1, low_open=True)
+    for option, value, low in (
+        ("--epochs", epochs, 1), ("--patience", patience, 1), ("--batch-size", batch_size, 1),
+        ("--max-epochs", max_epochs, epochs if protocol is Protocol.iterative else 1),
+        ("--eval-samples", eval_samples, 0), ("--train-samples", train_samples, 0),
+    ):
+        at_least(option, value, low)
+    at_least("--instances", instances, 1, MAX_RUNS)
+    at_least("--max-iterations", max_iterations, 1, MAX_RUNS)
+    at_least("--seed", seed, 0, MAX_SEED)
+    at_least("--threads", threads, 0, MAX_THREADS)
+    number_in("--min-delta", min_delta, 0, float("inf"))
+    check_sgd_options(epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size)
+    check_out_dir(out)
+    net = load_net(model, checkpoint, model_arg)
     if data == "folder":
         dataset = load_dataset("folder", train_dir=train_dir, val_dir=val_dir)
     else:
-        dataset = load_dataset(data, data_dir, normalize=normalize)
-    train = seeded_subset(dataset.train, train_samples or None, seed) if dataset.train is not None else None
+        dataset = load_data(data, data_dir, normalize)
+    if dataset.train is None:
+        raise LesionError(f"--data: {data!r} has no train split here; recovery training needs one")
+    check_fit(net, dataset.test)
+    chosen = {item.name for item in lesion.layers(net)}
+    if layer not in chosen:
+        raise LesionError(f"--layer: expected a lesionable layer of the model, got {layer!r}{closest(layer, chosen)}")
+    train = seeded_subset(dataset.train, train_samples or None, seed)
     dataset = Dataset(dataset.name, seeded_subset(dataset.test, eval_samples or None, seed), train)
-    with torch_threads(threads) if threads else contextlib.nullcontext():
+    with DirLock(out, "recovery folder"), torch_threads(threads) if threads else contextlib.nullcontext():
         result = run_recovery(
             net, dataset, layer, protocol.value, out, fraction=fraction, instances=instances, epochs=epochs,
             min_epochs=epochs, patience=patience, min_delta=min_delta, max_epochs=max_epochs,

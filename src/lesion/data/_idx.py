@@ -1,6 +1,7 @@
 """MNIST, Fashion-MNIST and Kuzushiji-MNIST from their original gzipped IDX files.
 
-The reader is our own: it checks each ``.gz`` against the MD5 that torchvision publishes, then
+The reader is our own: it checks each ``.gz`` against the MD5 that torchvision publishes (an unzipped
+copy against the MD5 of the original's uncompressed bytes), then
 the IDX header (magic number, dimensions) and that the payload length matches the header
 exactly. Checksums and decoded arrays are cached per process, so repeated loads are cheap.
 """
@@ -52,6 +53,29 @@ CHECKSUMS: dict[str, dict[str, str]] = {
     },
 }
 
+#: MD5 of each file's uncompressed bytes (measured on the files above), for unzipped copies.
+#: KMNIST's train images are missing here: an unzipped copy of them cannot be checked, so only
+#: the ``.gz`` is taken.
+RAW_CHECKSUMS: dict[str, dict[str, str]] = {
+    "mnist": {
+        TRAIN_IMAGES: "6bbc9ace898e44ae57da46a324031adb",
+        TRAIN_LABELS: "a25bea736e30d166cdddb491f175f624",
+        TEST_IMAGES: "2646ac647ad5339dbf082846283269ea",
+        TEST_LABELS: "27ae3e4e09519cfbb04c329615203637",
+    },
+    "fashion-mnist": {
+        TRAIN_IMAGES: "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        TRAIN_LABELS: "9018921c3c673c538a1fc5bad174d6f9",
+        TEST_IMAGES: "8181f5470baa50b63fa0f6fddb340f0a",
+        TEST_LABELS: "15d484375f8d13e6eb1aabb0c3f46965",
+    },
+    "kmnist": {
+        TRAIN_LABELS: "949e75301f8813e0dc5800dcc320fc52",
+        TEST_IMAGES: "bf305b8cd328700fbc17f5acbc2856d2",
+        TEST_LABELS: "9f55f451c0988b028eccdf7d5cc265ab",
+    },
+}
+
 #: Folder names torchvision uses under ``<root>/<folder>/raw/``.
 TORCHVISION_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
 
@@ -93,7 +117,7 @@ def mnist_family(
     data_dir : path, optional
         Default: ``$LESION_DATA_DIR``. Each file is looked for in ``<data_dir>/<name>/``,
         torchvision's ``<data_dir>/<MNIST|FashionMNIST|KMNIST>/raw/`` and ``<data_dir>/``,
-        as ``<file>.gz`` (MD5-checked) or unzipped ``<file>`` (structure-checked only).
+        as ``<file>.gz`` or unzipped ``<file>``, each checked against its known MD5.
     normalize : {"unit", "half", "standard"}
         ``unit``: x / 255; ``half``: (x / 255 - 0.5) / 0.5; ``standard``: (x / 255 - mean) / std
         with the train split's mean and std (see ``STATS``).
@@ -217,7 +241,8 @@ def _normalized(images: np.ndarray, name: str, normalize: str) -> np.ndarray:
 def _locate(name: str, root: Path, file: str) -> Path:
     """The first of ``<root>/<name>``, ``<root>/<Torchvision>/raw``, ``<root>`` holding ``file``.
 
-    A ``.gz`` found there must have its published MD5; an unzipped copy is taken as is.
+    A ``.gz`` found there must have its published MD5, an unzipped copy the MD5 of the original's
+    uncompressed bytes (:data:`RAW_CHECKSUMS`); an unzipped copy with no known MD5 is refused.
     """
     folders = (root / name, root / TORCHVISION_FOLDERS[name] / "raw", root)
     expected_md5 = CHECKSUMS[name][file]
@@ -235,6 +260,18 @@ def _locate(name: str, root: Path, file: str) -> Path:
                 )
             return gz
         if plain.is_file():
+            expected_raw = RAW_CHECKSUMS[name].get(file)
+            if expected_raw is None:
+                raise LesionError(
+                    f"{plain}: no checksum of the unzipped file is known, so it cannot be checked; "
+                    f"put the original {file} (MD5 {expected_md5}) beside it instead. {how}"
+                )
+            found_md5 = md5(plain)
+            if found_md5 != expected_raw:
+                raise LesionError(
+                    f"{plain} is corrupt or not the original: MD5 {found_md5}, expected {expected_raw} "
+                    f"(the uncompressed bytes of {file}). {how}"
+                )
             return plain
     looked = ", ".join(str(f) for f in folders)
     raise _MissingFileError(

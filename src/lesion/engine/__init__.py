@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
+import torch
 from torch import Tensor, nn
 
-from lesion._errors import LesionError, closest
+from lesion._errors import LesionError, check_int
 from lesion._lesion import Lesion
 from lesion.data import Split
 from lesion.engine._capture import Activations, capture_activations, load_activations
 from lesion.engine._estimate import estimate
+from lesion.engine._options import ENGINES, EngineOptions, check_device, engine_options
 from lesion.engine._outcome import TIE_TOLERANCE, Outcome, default_k, topk_and_ties
 from lesion.engine._reference import (
     AUTOCAST,
@@ -19,8 +21,6 @@ from lesion.engine._reference import (
     model_device,
     reference_outcomes,
 )
-
-ENGINES = ("auto", "fast", "reference")
 
 
 def evaluate(
@@ -36,6 +36,8 @@ def evaluate(
     autocast: str | None = None,
     channels_last: bool = False,
     compile: bool = False,
+    options: EngineOptions | None = None,
+    on_batch: Callable[[float], None] | None = None,
 ) -> Iterator[Outcome]:
     """Evaluate every lesion on ``split``; yields one :class:`Outcome` per lesion (order may differ).
 
@@ -63,21 +65,37 @@ def evaluate(
         Fast engine: feed 4-D inputs in channels-last memory format (faster convolutions on GPUs).
     compile : bool, default=False
         Fast engine: ``torch.compile`` the part of the network after each cut.
+    options : EngineOptions, optional
+        All of the settings above in one validated object (instead of the keywords).
+    on_batch : callable, optional
+        Progress: the fast engine calls it after each data batch of a round with the lesions' worth
+        of work done (fractions of a lesion), before that round's outcomes are yielded.
     """
-    if engine not in ENGINES:
-        raise LesionError(f"engine must be one of {ENGINES}, got {engine!r}{closest(engine, ENGINES)}")
+    opts = engine_options(
+        options, engine=engine, batch_size=batch_size, memory=memory, autocast=autocast,
+        channels_last=channels_last, compile=compile,
+    )
     k = default_k(split.n_classes) if k is None else k
-    if not 1 <= k <= split.n_classes:
-        raise LesionError(f"k must be in 1..{split.n_classes} (the number of classes), got {k}")
-    check_autocast(autocast, model_device(model))
-    if engine == "reference":
-        return reference_outcomes(model, split, lesions, k=k, batch_size=batch_size, means=means, autocast=autocast)
+    check_int("k", k, 1, split.n_classes, why=" (the number of classes at most)")
+    check_model_device(model, opts)
+    check_autocast(opts.autocast, model_device(model))
+    if opts.engine == "reference":
+        return reference_outcomes(model, split, lesions, k=k, batch_size=opts.batch_size, means=means, autocast=opts.autocast)
     from lesion.engine._fast import fast_outcomes
 
     return fast_outcomes(
-        model, split, lesions, k=k, batch_size=batch_size, means=means, memory=memory, strict=engine == "fast",
-        autocast=autocast, channels_last=channels_last, compile=compile,
+        model, split, lesions, k=k, batch_size=opts.batch_size, means=means, strict=opts.engine == "fast",
+        on_batch=on_batch, **opts.engine_kwargs(),
     )
+
+
+def check_model_device(model: nn.Module, options: EngineOptions) -> None:
+    """Raise `LesionError` when ``options.device`` names another device than the model's."""
+    if options.device is None:
+        return
+    where, wanted = model_device(model), torch.device(options.device)
+    if where.type != wanted.type or (wanted.index is not None and where.index != wanted.index):
+        raise LesionError(f"device: the model is on {str(where)!r} but the options say {options.device!r}; move it with model.to({options.device!r})")
 
 
 __all__ = [
@@ -85,9 +103,12 @@ __all__ = [
     "ENGINES",
     "TIE_TOLERANCE",
     "Activations",
+    "EngineOptions",
     "Outcome",
     "capture_activations",
     "check_autocast",
+    "check_device",
+    "check_model_device",
     "default_k",
     "estimate",
     "eval_mode",

@@ -25,7 +25,7 @@ raised; each such cause is one warning, or a `LesionError` with ``strict``.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +82,7 @@ def fast_outcomes(
     autocast: str | None = None,
     channels_last: bool = False,
     compile: bool = False,
+    on_batch: Callable[[float], None] | None = None,
 ) -> Iterator[Outcome]:
     """Yield one :class:`Outcome` per lesion, grouped by layer (same predictions as the reference).
 
@@ -100,6 +101,8 @@ def fast_outcomes(
         Feed 4-D inputs in channels-last memory format.
     compile : bool, default=False
         ``torch.compile`` the per-lesion part of the network.
+    on_batch : callable, optional
+        Called after each data batch of a round with the lesions' worth of work it did (progress).
     """
     lesions = list(lesions)
     known: dict[str, int] = {}
@@ -118,7 +121,7 @@ def fast_outcomes(
             raise
         warnings.warn(f"{error}; using the reference path (one forward per lesion)", stacklevel=2)
         return reference_outcomes(model, split, lesions, k=k, batch_size=batch_size, means=means, autocast=autocast)
-    options = _Options(memory or default_memory(model_device(model)), autocast, channels_last, compile)
+    options = _Options(memory or default_memory(model_device(model)), autocast, channels_last, compile, on_batch)
     return _run(model, gm, split, lesions, known, k, batch_size, means, strict, options)
 
 
@@ -137,6 +140,7 @@ class _Options:
     autocast: str | None
     channels_last: bool
     compile: bool
+    on_batch: Callable[[float], None] | None = None
 
 
 @dataclass
@@ -471,6 +475,8 @@ def _evaluate_round(
                     ties[chunk.rows] += tie.view(n, b).sum(1)
                 except Exception as error:  # any failure of the fast path: this layer takes the reference path
                     failed[chunk.cut.layer] = error
+            if options.on_batch is not None:
+                options.on_batch(len(tops) * b / tops.shape[1])
     except Exception as error:  # the intact values themselves: every layer of the round
         for chunk in chunks:
             failed.setdefault(chunk.cut.layer, error)

@@ -48,7 +48,7 @@ def run_summary(run: Run, top: int = 5, plan: str | None = None) -> RunSummary:
         for _, row in drops.head(top).iterrows():
             worst = per_class.loc[row["lesion"]].nsmallest(2)
             hit = ", ".join(f"{c} {v:+.1f} pp" for c, v in worst.items())
-            lines.append(f"  {row['lesion']:<24} -{row['drop_pp']:.2f} pp   (most hit: {hit})")
+            lines.append(f"  {row['lesion']:<24} {-row['drop_pp']:+.2f} pp   (most hit: {hit})")
     lines.append(
         f"Largest class-specific gain: {gain[0]} on class {gain[1]}: +{gain[2]:.2f} pp" if gain else "No lesion improved any class."
     )

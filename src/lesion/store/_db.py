@@ -17,6 +17,7 @@ gaps or duplicates.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sqlite3
 import zlib
@@ -30,6 +31,7 @@ import numpy as np
 from lesion._errors import LesionError
 from lesion._lesion import Lesion
 from lesion.metrics import METRICS
+from lesion.store._lock import LOCK_NAME
 
 FORMAT = "lesion-run/1"
 DB_NAME = "results.sqlite"
@@ -183,14 +185,25 @@ class RunDB:
         return self._intact
 
 
-def _prepare_dir(path: Path) -> None:
+def check_run_dir(path: str | Path) -> None:
+    """Raise `LesionError` unless ``path`` can become a run directory or is one; writes nothing."""
+    path = Path(path)
     if path.exists() and not path.is_dir():
-        raise LesionError(f"run directory {str(path)!r} is a file; give a directory path for --out")
-    if path.is_dir() and any(path.iterdir()) and not (path / DB_NAME).is_file():
+        raise LesionError(f"--out: run directory {str(path)!r} is a file; give a directory path")
+    if path.is_dir() and not (path / DB_NAME).is_file() and any(p.name != LOCK_NAME for p in path.iterdir()):
         raise LesionError(
-            f"run directory {str(path)!r} is not empty and holds no {DB_NAME}: it is not a lesion run; "
-            "choose a new or empty directory for --out"
+            f"--out: run directory {str(path)!r} is not empty and holds no {DB_NAME}: it is not a lesion run; "
+            "choose a new or empty directory"
         )
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise LesionError(f"--out: {str(path)!r} is not writable: {str(existing)!r} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LesionError(f"--out: {str(existing)!r} is not writable; choose a writable directory")
+
+
+def _prepare_dir(path: Path) -> None:
+    check_run_dir(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"

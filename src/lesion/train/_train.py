@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -96,7 +95,7 @@ def train_model(
         ``format``, ``model``, ``model_kwargs``, ``initial`` and ``trained`` (state dicts on the
         CPU), ``config`` (every hyper-parameter plus the dataset name and the sha256 fingerprints
         of both splits), ``history`` (one row per epoch: ``epoch``, ``loss``, ``train_acc``,
-        ``test_acc``, ``seconds``) and ``environment`` (torch version, device). Plain types and
+        ``test_acc``; no wall-clock times, so the same seed gives the same bytes) and ``environment`` (torch version, device). Plain types and
         tensors only: it saves with ``torch.save`` and loads with ``torch.load(weights_only=True)``.
     """
     config = training_config(
@@ -160,9 +159,13 @@ def plain(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True))
 
 
+#: Seeds are 32-bit: numpy's and torch's generators both take them.
+MAX_SEED = 2**32 - 1
+
+
 def check_seed(seed: Any) -> None:
-    """Raise `LesionError` unless ``seed`` is an integer >= 0."""
-    check_int("seed", seed, 0)
+    """Raise `LesionError` unless ``seed`` is an integer in 0..2**32-1."""
+    check_int("seed", seed, 0, MAX_SEED)
 
 
 def check_sgd(*, epochs: int, lr: float, momentum: float, batch_size: int) -> None:
@@ -212,7 +215,6 @@ def _train(
         what = f"train {config['model']} seed {config['seed']}"
         with progress_bar(config["epochs"] * n_batches, what, enabled=progress) as advance:
             for epoch in range(1, config["epochs"] + 1):
-                start = time.perf_counter()
                 model.train()
                 stats = train_epoch(model, train_split, optimizer, config["batch_size"], generator, advance)
                 last = epoch == config["epochs"]
@@ -223,7 +225,6 @@ def _train(
                         "loss": stats.loss,
                         "train_acc": stats.accuracy,
                         "test_acc": test_acc,
-                        "seconds": time.perf_counter() - start,
                     }
                 )
     model.eval()
@@ -321,13 +322,13 @@ def train_population(
         check_seed(seed)
     if len(set(seeds)) != len(seeds):
         raise LesionError(f"seeds must be distinct, got {seeds}")
+    check_int("workers", workers, 1)
     common = training_config(
         model_name, dataset, seed=None, epochs=epochs, lr=lr, momentum=momentum,
         batch_size=batch_size, model_kwargs=model_kwargs,
     )
     out = Path(out_dir)
     manifest = _read_manifest(out, common)
-    check_int("workers", workers, 1)
     paths = [out / f"seed-{seed:03d}.pt" for seed in seeds]
     configs = [{**common, "seed": seed} for seed in seeds]
     todo = [(config, path) for config, path in zip(configs, paths, strict=True) if _finished(path, config) is None]
