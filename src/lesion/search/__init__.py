@@ -1,0 +1,5 @@
+"""Analyses that evaluate many chosen lesions: Shapley values of units and lesions that improve a network."""
+
+from lesion.search._shapley import GROUPINGS, ShapleyResult, coalition, cross_entropy, players_of, shapley
+
+__all__ = ["GROUPINGS", "ShapleyResult", "coalition", "cross_entropy", "players_of", "shapley"]
