@@ -19,6 +19,7 @@ from lesion.data import Dataset, Split, load_dataset
 from lesion.engine import Outcome, capture_activations, estimate, evaluate
 from lesion.models import build_model, load_model
 from lesion.plans import Plan, pairs, single
+from lesion.search import improve, shapley
 from lesion.store import Run
 
 __all__ = [
@@ -35,12 +36,14 @@ __all__ = [
     "capture_activations",
     "estimate",
     "evaluate",
+    "improve",
     "layers",
     "lesioned",
     "load_dataset",
     "load_model",
     "pairs",
     "select",
+    "shapley",
     "single",
     "sweep",
     "unit_means",

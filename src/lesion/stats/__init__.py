@@ -6,6 +6,7 @@ Pure functions on numpy arrays and pandas DataFrames; nothing here runs a model.
 from lesion.stats._correlation import Correlation, correlate, correlations_by_group
 from lesion.stats._density import kde
 from lesion.stats._population import ClassDropSpread, class_drop_spread
+from lesion.stats._shapley import exact_interaction, exact_shapley
 from lesion.stats._synergy import OVERALL, SAMPLE_CATEGORIES, pair_synergy, sample_categories
 from lesion.stats._tests import benjamini_hochberg, mcnemar_exact
 
@@ -18,6 +19,8 @@ __all__ = [
     "class_drop_spread",
     "correlate",
     "correlations_by_group",
+    "exact_interaction",
+    "exact_shapley",
     "kde",
     "mcnemar_exact",
     "pair_synergy",
