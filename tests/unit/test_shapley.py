@@ -10,7 +10,13 @@ import pytest
 
 from lesion import Lesion, LesionError, evaluate
 from lesion.search import coalition, cross_entropy, players_of, shapley
-from lesion.stats._shapley import chain_contributions, exact_interaction, exact_shapley, mean_and_se, permutation_orders
+from lesion.stats._shapley import (
+    chain_contributions,
+    exact_interaction,
+    exact_shapley,
+    mean_and_se,
+    permutation_orders,
+)
 from lesion.store import Run
 from lesion.testing import toy_data, toy_network
 

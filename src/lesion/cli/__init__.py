@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 
+import lesion.cli._improve  # registers lesion improve
+import lesion.cli._shapley  # noqa: F401  (registers lesion shapley)
 from lesion._errors import LesionError
 from lesion.cli import _data, _demo, _reproduce, _run, _train  # noqa: F401  (register the commands)
 from lesion.cli._app import app

@@ -1,7 +1,14 @@
 """Analyses that evaluate many chosen lesions: Shapley values of units and lesions that improve a network."""
 
 from lesion.search._improve import ImproveResult, improve, validation_split
-from lesion.search._shapley import GROUPINGS, ShapleyResult, coalition, cross_entropy, players_of, shapley
+from lesion.search._shapley import (
+    GROUPINGS,
+    ShapleyResult,
+    coalition,
+    cross_entropy,
+    players_of,
+    shapley,
+)
 
 __all__ = [
     "GROUPINGS",

@@ -27,9 +27,10 @@ from lesion._units import SelectionLike
 from lesion.data import Split
 from lesion.metrics import correct
 from lesion.plans import Plan
-from lesion.search._shapley import coalition, players_of
+from lesion.search._shapley import as_players, coalition
 from lesion.stats._tests import benjamini_hochberg, mcnemar_exact
 from lesion.store import Run
+
 
 def validation_split(train: Split, fraction: float = 0.2, seed: int = 0) -> Split:
     """A seeded, stratified ``fraction`` of ``train`` (its samples in index order), named after both.
@@ -135,7 +136,7 @@ def improve(
     -------
     ImproveResult
     """
-    candidates = list(selection) if _is_lesions(selection) else players_of(model, selection, group, method)  # type: ignore[arg-type]
+    candidates = as_players(model, selection, group, method)
     n = len(candidates)
     if n < 1:
         raise LesionError("selection: give at least one candidate")
@@ -155,10 +156,6 @@ def improve(
     chosen, steps = _search(model, val, candidates, out / "validation", target, tolerance, beam, max_size, options)
     classes = _report(model, val, test, chosen, out, options)
     return ImproveResult(chosen, steps, classes, objective, out)
-
-
-def _is_lesions(selection: object) -> bool:
-    return isinstance(selection, Sequence) and not isinstance(selection, str) and all(isinstance(s, Lesion) for s in selection)
 
 
 def _search(

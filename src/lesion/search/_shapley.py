@@ -25,10 +25,10 @@ from torch import Tensor, nn
 
 from lesion._errors import LesionError, check_int, closest
 from lesion._lesion import INTACT, METHODS, Lesion, lesioned, unit_means
+from lesion._progress import progress_bar
 from lesion._sweep import sweep
 from lesion._units import SelectionLike, layers, select
 from lesion.data import Split
-from lesion._progress import progress_bar
 from lesion.engine import eval_mode, evaluate, model_device
 from lesion.plans import Plan
 from lesion.stats._shapley import (
@@ -176,7 +176,7 @@ def shapley(
     -------
     ShapleyResult
     """
-    players = list(selection) if _is_lesions(selection) else players_of(model, selection, group, method)  # type: ignore[arg-type]
+    players = as_players(model, selection, group, method)
     n = len(players)
     if n < 2:
         raise LesionError(f"selection: a Shapley analysis needs at least 2 players, got {n}")
@@ -228,8 +228,14 @@ def shapley(
     return result
 
 
-def _is_lesions(selection: object) -> bool:
-    return isinstance(selection, Sequence) and not isinstance(selection, str) and all(isinstance(s, Lesion) for s in selection)
+def as_players(model: nn.Module, selection: SelectionLike | Sequence[Lesion], group: str, method: str) -> list[Lesion]:
+    """``selection`` itself when it is a sequence of lesions, else :func:`players_of` it."""
+    if isinstance(selection, Sequence) and not isinstance(selection, str):
+        lesions = [item for item in selection if isinstance(item, Lesion)]
+        if len(lesions) != len(selection):
+            raise LesionError(f"selection: expected a unit selection or a sequence of Lesion, got {selection!r:.120}")
+        return lesions
+    return players_of(model, selection, group, method)
 
 
 def _pair(keys: list[str], a: str, b: str) -> tuple[int, int]:
@@ -306,7 +312,7 @@ class _Game:
     def columns(self) -> list[tuple[int, str, str]]:
         """(class, class_name, metric) of each metric column."""
         cols = [(-1, "all", "top1"), *[(c, name, "top1") for c, name in enumerate(self.split.class_names)]]
-        return cols + [(-1, "all", "loss")] if self.loss else cols
+        return [*cols, (-1, "all", "loss")] if self.loss else cols
 
     def record(self, done: int) -> None:
         db = RunDB(self.out)
@@ -341,7 +347,7 @@ def _tidy(game: _Game, keys: list[str], values: np.ndarray, se: np.ndarray, sing
 
 def _interactions(game: _Game, keys: list[str], pair_index: list[tuple[int, int]], values: list[np.ndarray], ses: list[np.ndarray]) -> pd.DataFrame:
     rows = []
-    for (i, j), value, se in zip(pair_index, values, ses):
+    for (i, j), value, se in zip(pair_index, values, ses, strict=True):
         pair = game.value([]) - game.value([i]) - game.value([j]) + game.value([i, j])
         for m, (c, name, metric) in enumerate(game.columns()):
             rows.append((keys[i], keys[j], c, name, metric, value[m], se[m], pair[m]))

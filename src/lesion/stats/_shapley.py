@@ -104,9 +104,9 @@ def _popcount(masks: NDArray[np.int64]) -> NDArray[np.int64]:
     return counts
 
 
-def _check_table(table: NDArray[np.floating]) -> tuple[NDArray[np.float64], int]:
-    table = np.asarray(table, dtype=np.float64)
-    n = int(round(np.log2(len(table)))) if len(table) else -1
+def _check_table(raw: NDArray[np.floating]) -> tuple[NDArray[np.float64], int]:
+    table: NDArray[np.float64] = np.asarray(raw, dtype=np.float64)
+    n = round(float(np.log2(len(table)))) if len(table) else -1
     if n < 1 or len(table) != 2**n:
         raise LesionError(f"table must have 2**n rows (one per coalition bitmask), got {len(table)}")
     if n > MAX_EXACT_PLAYERS:
