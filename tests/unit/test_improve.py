@@ -8,7 +8,7 @@ import torch
 
 from lesion import LesionError
 from lesion.data import Split, digits
-from lesion.search import improve, validation_split
+from lesion.search import improve, training_part, validation_split
 from lesion.store import Run
 from lesion.testing import toy_network
 
@@ -54,10 +54,14 @@ def test_choice_is_made_on_validation_never_on_test(tmp_path):
     assert val_run.meta("dataset")["n"] == 10
 
 
-def test_validation_part_is_seeded_stratified_and_disjoint_from_nothing_else():
+def test_validation_part_is_seeded_stratified_and_the_training_part_its_complement():
     train = digits().train
     a, b, c = validation_split(train, 0.2, 0), validation_split(train, 0.2, 0), validation_split(train, 0.2, 1)
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+    rest = training_part(train, 0.2, 0)
+    rows = {tuple(r) for r in a.inputs.flatten(1).tolist()}
+    assert len(rest) + len(a) == len(train)
+    assert not any(tuple(r) in rows for r in rest.inputs.flatten(1).tolist())  # no validation sample is trained on
     full = np.bincount(train.labels.numpy()) / len(train)
     part = np.bincount(a.labels.numpy()) / len(a)
     assert np.abs(full - part).max() < 0.01

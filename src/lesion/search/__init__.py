@@ -1,6 +1,6 @@
 """Analyses that evaluate many chosen lesions: Shapley values of units and lesions that improve a network."""
 
-from lesion.search._improve import ImproveResult, improve, validation_split
+from lesion.search._improve import ImproveResult, improve, training_part, validation_split
 from lesion.search._shapley import (
     GROUPINGS,
     ShapleyResult,
@@ -19,5 +19,6 @@ __all__ = [
     "improve",
     "players_of",
     "shapley",
+    "training_part",
     "validation_split",
 ]

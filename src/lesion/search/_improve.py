@@ -32,6 +32,17 @@ from lesion.stats._tests import benjamini_hochberg, mcnemar_exact
 from lesion.store import Run
 
 
+def _validation_indices(train: Split, fraction: float, seed: int) -> np.ndarray:
+    if not 0 < fraction < 1:
+        raise LesionError(f"validation: expected a fraction of the training split in (0, 1), got {fraction!r}")
+    check_int("seed", seed, 0)
+    labels = train.labels.numpy()
+    counts = np.bincount(labels)
+    stratify = labels if counts[counts > 0].min() >= 2 else None
+    _, chosen = train_test_split(np.arange(len(labels)), test_size=fraction, random_state=seed, stratify=stratify)
+    return np.sort(chosen)
+
+
 def validation_split(train: Split, fraction: float = 0.2, seed: int = 0) -> Split:
     """A seeded, stratified ``fraction`` of ``train`` (its samples in index order), named after both.
 
@@ -40,14 +51,16 @@ def validation_split(train: Split, fraction: float = 0.2, seed: int = 0) -> Spli
     >>> len(part), part.name
     (315, 'digits/train:validation[0.25,seed=1]')
     """
-    if not 0 < fraction < 1:
-        raise LesionError(f"validation: expected a fraction of the training split in (0, 1), got {fraction!r}")
-    check_int("seed", seed, 0)
-    labels = train.labels.numpy()
-    counts = np.bincount(labels)
-    stratify = labels if counts[counts > 0].min() >= 2 else None
-    _, chosen = train_test_split(np.arange(len(labels)), test_size=fraction, random_state=seed, stratify=stratify)
-    return train.subset(np.sort(chosen), f"{train.name}:validation[{fraction:g},seed={seed}]")
+    return train.subset(_validation_indices(train, fraction, seed), f"{train.name}:validation[{fraction:g},seed={seed}]")
+
+
+def training_part(train: Split, fraction: float = 0.2, seed: int = 0) -> Split:
+    """The rest of ``train`` after :func:`validation_split` with the same arguments: train a network on
+    it (``lesion.train.train_model`` with ``Dataset(name, test, training_part(...))``) and the validation
+    part that :func:`improve` chooses on is one the network never saw.
+    """
+    keep = np.setdiff1d(np.arange(len(train)), _validation_indices(train, fraction, seed))
+    return train.subset(keep, f"{train.name}:training[{1 - fraction:g},seed={seed}]")
 
 
 @dataclass(frozen=True)
