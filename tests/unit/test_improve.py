@@ -94,3 +94,30 @@ def test_greedy_adds_units_while_they_help_and_resumes(tmp_path):
     again = improve(toy_network(), train, _test(), "hidden", tmp_path / "g", validation=0.5, beam=2)
     assert again.lesion.key == first.lesion.key
     assert again.steps.equals(first.steps)
+
+
+def test_command_on_a_population_writes_the_tables(tmp_path):
+    """`lesion improve` as a user runs it (a subprocess) on two digits MLPs."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from lesion.models import meyes2019_mlp
+
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        paths += ["-c", tmp_path / f"net{seed}.pt"]
+        torch.save(meyes2019_mlp(in_features=64).state_dict(), paths[-1])
+    args = ["improve", "-m", "meyes2019-mlp", "--model-arg", "in_features=64", *paths, "-d", "digits", "-l", "fc2",
+            "--max-size", "2", "-o", tmp_path / "out"]
+    proc = subprocess.run([sys.executable, "-m", "lesion", *map(str, args)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(tmp_path / "out" / "improve.csv")
+    assert set(table["network"]) == {"net0", "net1"} and len(table) == 2 * 11
+    assert "validation gains that held on test" in proc.stdout
+    for name in ("net0", "net1"):
+        steps = pd.read_csv(tmp_path / "out" / name / "steps.csv")
+        assert steps["step"].max() <= 2
+        assert Run(tmp_path / "out" / name / "validation").meta("dataset")["name"].startswith("digits/train:validation")

@@ -137,3 +137,32 @@ def test_players_and_refusals(tmp_path):
     groups = shapley(model, toy_data(), players, tmp_path / "d", exact=True)
     assert groups.players == ["hidden:0-1", "hidden:2", "out:3"]
     assert groups.table()["value"].sum() == pytest.approx(groups.values.query("`class` == -1")["value"].sum())
+
+
+def test_command_writes_values_interactions_and_figure(tmp_path):
+    """`lesion shapley` as a user runs it (a subprocess), exact on 4 units of a digits MLP."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+    import torch
+
+    from lesion.models import meyes2019_mlp
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "mlp.pt"
+    torch.save(meyes2019_mlp(in_features=64).state_dict(), ckpt)
+    out = tmp_path / "run"
+    args = ["-m", "meyes2019-mlp", "--model-arg", "in_features=64", "-c", ckpt, "-d", "digits", "-l", "fc1:0-3",
+            "--exact", "--pair", "fc1:0,fc1:1", "-o", out]
+    proc = subprocess.run([sys.executable, "-m", "lesion", "shapley", *map(str, args)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "exact (every coalition)" in proc.stdout and "interaction fc1:0 × fc1:1" in proc.stdout
+    values = pd.read_csv(out / "shapley.csv")
+    overall = values[(values["class"] == -1) & (values["metric"] == "top1")]
+    run_counts = Run(out).table("top1").loc[["intact", "fc1:0-3"], "all"]
+    assert overall["value"].sum() == pytest.approx(run_counts["intact"] - run_counts["fc1:0-3"])
+    assert (out / "interactions.csv").is_file() and (out / "figures" / "shapley.png").is_file()
+    bad = subprocess.run([sys.executable, "-m", "lesion", "shapley", *map(str, args[:-4]), "--pair", "fc1:0", "-o", out],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--pair" in bad.stderr
