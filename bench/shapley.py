@@ -82,9 +82,10 @@ def shapley_section(permutations: int = 100, quick: bool = False, data_dir: Path
     x, y = test.inputs.flatten(1), test.labels
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, antithetic in (("lesion shapley", False), ("lesion shapley --antithetic", True)):
+        for sampling in ("plain", "antithetic", "stratified"):
+            label = f"lesion shapley --sampling {sampling}"
             start = time.perf_counter()
-            result = shapley(model, test, "fc1", Path(tmp) / label.replace(" ", "-"), permutations=permutations, seed=1, antithetic=antithetic)
+            result = shapley(model, test, "fc1", Path(tmp) / sampling, permutations=permutations, seed=1, sampling=sampling)
             elapsed = time.perf_counter() - start
             table = result.table().set_index("player").loc[[f"fc1:{u}" for u in range(20)]]
             rows[label] = (elapsed, table["value"].to_numpy(), table["se"].to_numpy(), None)

@@ -36,6 +36,7 @@ from lesion.stats._shapley import (
     chain_contributions,
     exact_interaction,
     exact_shapley,
+    group_size,
     interaction_sets,
     mean_and_se,
     permutation_orders,
@@ -124,7 +125,7 @@ def shapley(
     tolerance: float | None = None,
     min_permutations: int = 10,
     seed: int = 0,
-    antithetic: bool = False,
+    sampling: str = "plain",
     exact: bool = False,
     pairs: Sequence[tuple[str, str]] = (),
     loss: bool = False,
@@ -157,11 +158,13 @@ def shapley(
         Stop as soon as every player's standard error of overall top-1 (and of the loss, when
         computed) is below this, after at least ``min_permutations`` orders.
     min_permutations : int, default=10
+        Orders before ``tolerance`` may stop the sampling (at least two draws).
     seed : int, default=0
         Order ``p`` is drawn from ``numpy.random.default_rng([seed, p])``.
-    antithetic : bool, default=False
-        Pair every order with its reverse (standard errors from the pair means; ``permutations``
-        is then rounded up to an even number).
+    sampling : {"plain", "antithetic", "stratified"}, default="plain"
+        How orders are drawn: independently; as an order and its reverse; or as blocks of the n cyclic
+        shifts of an order (every player lesioned once at every position). Standard errors come from
+        the independent draws; ``permutations`` is rounded up to whole draws (2 or n orders).
     exact : bool, default=False
         Enumerate all ``2**n`` coalitions (n <= 16) instead of sampling: exact values, se 0.
     pairs : sequence of (player key, player key)
@@ -193,13 +196,14 @@ def shapley(
     if exact and n > MAX_EXACT_PLAYERS:
         raise LesionError(f"exact: enumerates 2**n coalitions, allowed for n <= {MAX_EXACT_PLAYERS} players, got {n}; sample instead")
     pair_index = [_pair(keys, a, b) for a, b in pairs]
-    if antithetic and permutations % 2:
-        permutations += 1
+    draw = group_size(sampling, n)
+    permutations = -(-permutations // draw) * draw
+    min_permutations = max(min_permutations, 2 * draw)
     if players[0].method == "mean" and means is None:
         names = sorted({name for p in players for name in p.layers})
         with eval_mode(model):
             means = unit_means(model, names, split.batches(batch_size))
-    identity = {"players": keys, "exact": exact} if exact else {"players": keys, "seed": seed, "antithetic": antithetic}
+    identity = {"players": keys, "exact": exact} if exact else {"players": keys, "seed": seed, "sampling": sampling}
     evaluate_options = dict(batch_size=batch_size, engine=engine, memory=memory, means=means)
     sweep_options = dict(model_name=model_name, config={"shapley": identity}, k=1, progress=progress, **evaluate_options)
     game = _Game(model, split, players, Path(out), loss, {"evaluate": evaluate_options, "progress": progress}, sweep_options)
@@ -210,8 +214,8 @@ def shapley(
         return _exact(game, keys, pair_index)
     done = 0
     while done < permutations:
-        stop = min(done + CHUNK, permutations)
-        orders = permutation_orders(n, done, stop, seed, antithetic)
+        stop = min(done + -(-CHUNK // draw) * draw, permutations)
+        orders = permutation_orders(n, done, stop, seed, sampling)
         wanted = [coalition(players, order[:j]) for order in orders for j in range(1, n)]
         for i, j in pair_index:
             for q in interaction_sets(orders, i, j):
@@ -219,7 +223,7 @@ def shapley(
                 wanted.append(coalition(players, [*q, i, j]))
         game.play([les for les in wanted if les.size])
         done = stop
-        result = _sampled(game, keys, pair_index, done, seed, antithetic)
+        result = _sampled(game, keys, pair_index, done, seed, sampling)
         if tolerance is not None and done >= min_permutations:
             target = result.values[(result.values["class"] == -1)]
             if (target["se"] < tolerance).all():
@@ -372,18 +376,19 @@ def _exact(game: _Game, keys: list[str], pair_index: list[tuple[int, int]]) -> S
     )
 
 
-def _sampled(game: _Game, keys: list[str], pair_index: list[tuple[int, int]], done: int, seed: int, antithetic: bool) -> ShapleyResult:
+def _sampled(game: _Game, keys: list[str], pair_index: list[tuple[int, int]], done: int, seed: int, sampling: str) -> ShapleyResult:
     n = len(keys)
-    orders = permutation_orders(n, 0, done, seed, antithetic)
+    draw = group_size(sampling, n)
+    orders = permutation_orders(n, 0, done, seed, sampling)
     chain = np.stack([np.stack([game.value(order[:j]) for j in range(n + 1)]) for order in orders])
-    values, se = mean_and_se(chain_contributions(orders, chain), antithetic)
+    values, se = mean_and_se(chain_contributions(orders, chain), draw)
     inter_values, inter_se = [], []
     for i, j in pair_index:
         deltas = [
             game.value(q) - game.value([*q, i]) - game.value([*q, j]) + game.value([*q, i, j])
             for q in interaction_sets(orders, i, j)
         ]
-        mean, err = mean_and_se(np.stack(deltas), antithetic)
+        mean, err = mean_and_se(np.stack(deltas), draw)
         inter_values.append(mean)
         inter_se.append(err)
     return ShapleyResult(

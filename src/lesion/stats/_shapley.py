@@ -33,22 +33,38 @@ from lesion._errors import LesionError
 MAX_EXACT_PLAYERS = 16
 
 
-def permutation_orders(n_players: int, start: int, stop: int, seed: int, antithetic: bool = False) -> NDArray[np.int64]:
+#: How orders are drawn: independently; in pairs of an order and its reverse; in blocks of n cyclic shifts.
+SAMPLINGS = ("plain", "antithetic", "stratified")
+
+
+def group_size(sampling: str, n_players: int) -> int:
+    """Orders per independent draw: 1 (plain), 2 (antithetic), ``n_players`` (stratified)."""
+    if sampling not in SAMPLINGS:
+        raise LesionError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+    return {"plain": 1, "antithetic": 2, "stratified": n_players}[sampling]
+
+
+def permutation_orders(n_players: int, start: int, stop: int, seed: int, sampling: str = "plain") -> NDArray[np.int64]:
     """Lesion orders ``start .. stop-1`` of a reproducible sequence, shape (stop - start, n_players).
 
-    Order ``p`` is drawn from ``numpy.random.default_rng([seed, p])``, so any slice of the sequence is
-    the same whichever slices were drawn before (a resumed run continues it). With ``antithetic``,
-    every odd order is the reverse of the even one before it.
+    The sequence is made of independent draws of :func:`group_size` orders each; draw ``g`` starts
+    from ``numpy.random.default_rng([seed, g]).permutation(n_players)``, so any slice of the sequence
+    is the same whichever slices were drawn before (a resumed run continues it). ``antithetic``: the
+    draw is an order and its reverse. ``stratified``: the n cyclic shifts of the order, so that every
+    player is lesioned once at every position (a draw stratified by position).
     """
     if n_players < 1:
         raise LesionError(f"n_players must be >= 1, got {n_players}")
     if not 0 <= start <= stop:
         raise LesionError(f"permutation range must satisfy 0 <= start <= stop, got {start}..{stop}")
+    size = group_size(sampling, n_players)
     rows = []
     for p in range(start, stop):
-        base = p - p % 2 if antithetic else p
-        order = np.random.default_rng([seed, base]).permutation(n_players)
-        rows.append(order[::-1] if antithetic and p % 2 else order)
+        base = np.random.default_rng([seed, p // size]).permutation(n_players)
+        if sampling == "antithetic":
+            rows.append(base[::-1] if p % 2 else base)
+        else:
+            rows.append(np.roll(base, -(p % size)))
     return np.asarray(rows, dtype=np.int64).reshape(stop - start, n_players)
 
 
@@ -78,17 +94,16 @@ def chain_contributions(orders: NDArray[np.integer], chain: NDArray[np.floating]
     return out
 
 
-def mean_and_se(samples: NDArray[np.floating], antithetic: bool = False) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Mean over axis 0 and its standard error (sample std / sqrt(count); NaN with fewer than 2).
+def mean_and_se(samples: NDArray[np.floating], group: int = 1) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Mean over axis 0 and its standard error (std of the draws / sqrt(draws); NaN with fewer than 2 draws).
 
-    With ``antithetic``, consecutive rows (an order and its reverse) are first averaged into one
-    sample each: they are dependent, and the pair means are the independent draws.
+    Consecutive rows in groups of ``group`` (the orders of one antithetic or stratified draw) are
+    first averaged into one sample each: they are dependent, and the draws are the independent samples.
     """
     x = np.asarray(samples, dtype=np.float64)
-    if antithetic:
-        if len(x) % 2:
-            raise LesionError(f"antithetic samples come in pairs; got an odd count {len(x)}")
-        x = 0.5 * (x[0::2] + x[1::2])
+    if len(x) % group:
+        raise LesionError(f"samples come in draws of {group}; got {len(x)}, not a multiple")
+    x = x.reshape(len(x) // group, group, *x.shape[1:]).mean(axis=1)
     mean = x.mean(axis=0) if len(x) else np.full(x.shape[1:], np.nan)
     if len(x) < 2:
         return mean, np.full(x.shape[1:], np.nan)
