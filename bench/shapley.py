@@ -82,7 +82,7 @@ def shapley_section(permutations: int = 100, quick: bool = False, data_dir: Path
     x, y = test.inputs.flatten(1), test.labels
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for sampling in ("plain", "antithetic", "stratified"):
+        for sampling in ("plain", "antithetic"):
             label = f"lesion shapley --sampling {sampling}"
             start = time.perf_counter()
             result = shapley(model, test, "fc1", Path(tmp) / sampling, permutations=permutations, seed=1, sampling=sampling)

@@ -65,7 +65,7 @@ def test_exact_loss_values_equal_a_brute_force_enumeration(tmp_path):
         assert got == pytest.approx(want, abs=1e-9)
 
 
-@pytest.mark.parametrize("sampling", ["plain", "stratified"])
+@pytest.mark.parametrize("sampling", ["plain", "antithetic"])
 def test_sampled_values_converge_to_the_exact_ones_within_their_standard_errors(tmp_path, sampling):
     result = shapley(toy_network(), toy_data(), "hidden", tmp_path / "run", permutations=200, seed=1, sampling=sampling)
     table = result.values.set_index(["player", "class"])
@@ -113,10 +113,7 @@ def test_estimator_pieces():
     orders = permutation_orders(4, 0, 6, seed=0, sampling="antithetic")
     assert (orders[1] == orders[0][::-1]).all() and sorted(orders[2]) == [0, 1, 2, 3]
     assert (permutation_orders(4, 3, 6, seed=0, sampling="antithetic") == orders[3:]).all()  # slices agree: resumable
-    blocks = permutation_orders(4, 0, 8, seed=0, sampling="stratified")
-    for block in (blocks[:4], blocks[4:]):  # every player once at every position within a draw
-        assert all(sorted(block[:, j]) == [0, 1, 2, 3] for j in range(4))
-    assert not (blocks[0] == blocks[4]).all()
+
     chain = np.array([[[10.0], [7.0], [7.0], [1.0], [0.0]]])
     contrib = chain_contributions(np.array([[2, 0, 3, 1]]), chain)
     assert contrib[0, :, 0].tolist() == [0.0, 1.0, 3.0, 6.0]

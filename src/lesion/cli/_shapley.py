@@ -40,7 +40,7 @@ def shapley(
     permutations: Annotated[int, typer.Option(help="Budget: at most this many sampled orders in all (resumed ones included).")] = 100,
     tolerance: Annotated[float | None, typer.Option(help="Stop once every standard error of overall top-1 (and of the loss) is below this, e.g. 0.002.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sequence of orders (part of the run's identity).")] = 0,
-    sampling: Annotated[str, typer.Option(help="plain (independent orders), antithetic (each order and its reverse) or stratified (blocks of the n cyclic shifts of an order: every unit at every position).")] = "plain",
+    sampling: Annotated[str, typer.Option(help="plain (independent orders) or antithetic (each order and its reverse: usually a smaller standard error).")] = "plain",
     exact: Annotated[bool, typer.Option(help="Enumerate all 2^n coalitions (n <= 16): exact values.")] = False,
     pair: Annotated[list[str] | None, typer.Option(help="Pair of players for the interaction index, e.g. 'fc1:3,fc1:7'. Repeatable.")] = None,
     loss: Annotated[bool, typer.Option(help="Also the cross-entropy (one full forward pass per coalition: slower).")] = False,

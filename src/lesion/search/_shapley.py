@@ -161,10 +161,9 @@ def shapley(
         Orders before ``tolerance`` may stop the sampling (at least two draws).
     seed : int, default=0
         Order ``p`` is drawn from ``numpy.random.default_rng([seed, p])``.
-    sampling : {"plain", "antithetic", "stratified"}, default="plain"
-        How orders are drawn: independently; as an order and its reverse; or as blocks of the n cyclic
-        shifts of an order (every player lesioned once at every position). Standard errors come from
-        the independent draws; ``permutations`` is rounded up to whole draws (2 or n orders).
+    sampling : {"plain", "antithetic"}, default="plain"
+        How orders are drawn: independently, or as an order and its reverse (standard errors then from
+        the pair means; ``permutations`` is rounded up to an even number).
     exact : bool, default=False
         Enumerate all ``2**n`` coalitions (n <= 16) instead of sampling: exact values, se 0.
     pairs : sequence of (player key, player key)
@@ -196,7 +195,7 @@ def shapley(
     if exact and n > MAX_EXACT_PLAYERS:
         raise LesionError(f"exact: enumerates 2**n coalitions, allowed for n <= {MAX_EXACT_PLAYERS} players, got {n}; sample instead")
     pair_index = [_pair(keys, a, b) for a, b in pairs]
-    draw = group_size(sampling, n)
+    draw = group_size(sampling)
     permutations = -(-permutations // draw) * draw
     min_permutations = max(min_permutations, 2 * draw)
     if players[0].method == "mean" and means is None:
@@ -378,7 +377,7 @@ def _exact(game: _Game, keys: list[str], pair_index: list[tuple[int, int]]) -> S
 
 def _sampled(game: _Game, keys: list[str], pair_index: list[tuple[int, int]], done: int, seed: int, sampling: str) -> ShapleyResult:
     n = len(keys)
-    draw = group_size(sampling, n)
+    draw = group_size(sampling)
     orders = permutation_orders(n, 0, done, seed, sampling)
     chain = np.stack([np.stack([game.value(order[:j]) for j in range(n + 1)]) for order in orders])
     values, se = mean_and_se(chain_contributions(orders, chain), draw)

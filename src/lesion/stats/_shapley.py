@@ -33,38 +33,36 @@ from lesion._errors import LesionError
 MAX_EXACT_PLAYERS = 16
 
 
-#: How orders are drawn: independently; in pairs of an order and its reverse; in blocks of n cyclic shifts.
-SAMPLINGS = ("plain", "antithetic", "stratified")
+#: How orders are drawn: independently, or in pairs of an order and its reverse.
+SAMPLINGS = ("plain", "antithetic")
 
 
-def group_size(sampling: str, n_players: int) -> int:
-    """Orders per independent draw: 1 (plain), 2 (antithetic), ``n_players`` (stratified)."""
+def group_size(sampling: str) -> int:
+    """Orders per independent draw: 1 (plain) or 2 (antithetic)."""
     if sampling not in SAMPLINGS:
         raise LesionError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
-    return {"plain": 1, "antithetic": 2, "stratified": n_players}[sampling]
+    return 1 if sampling == "plain" else 2
 
 
 def permutation_orders(n_players: int, start: int, stop: int, seed: int, sampling: str = "plain") -> NDArray[np.int64]:
     """Lesion orders ``start .. stop-1`` of a reproducible sequence, shape (stop - start, n_players).
 
-    The sequence is made of independent draws of :func:`group_size` orders each; draw ``g`` starts
-    from ``numpy.random.default_rng([seed, g]).permutation(n_players)``, so any slice of the sequence
-    is the same whichever slices were drawn before (a resumed run continues it). ``antithetic``: the
-    draw is an order and its reverse. ``stratified``: the n cyclic shifts of the order, so that every
-    player is lesioned once at every position (a draw stratified by position).
+    Draw ``g`` (one order, or with ``antithetic`` an order and its reverse) starts from
+    ``numpy.random.default_rng([seed, g]).permutation(n_players)``, so any slice of the sequence is the
+    same whichever slices were drawn before (a resumed run continues it).
+
+    (Blocks of the n cyclic shifts of an order — every player once at every position — were tried on
+    the 2019 MLP: their draws vary so much that the standard error doubled; they are not offered.)
     """
     if n_players < 1:
         raise LesionError(f"n_players must be >= 1, got {n_players}")
     if not 0 <= start <= stop:
         raise LesionError(f"permutation range must satisfy 0 <= start <= stop, got {start}..{stop}")
-    size = group_size(sampling, n_players)
+    size = group_size(sampling)
     rows = []
     for p in range(start, stop):
         base = np.random.default_rng([seed, p // size]).permutation(n_players)
-        if sampling == "antithetic":
-            rows.append(base[::-1] if p % 2 else base)
-        else:
-            rows.append(np.roll(base, -(p % size)))
+        rows.append(base[::-1] if size == 2 and p % 2 else base)
     return np.asarray(rows, dtype=np.int64).reshape(stop - start, n_players)
 
 
@@ -97,7 +95,7 @@ def chain_contributions(orders: NDArray[np.integer], chain: NDArray[np.floating]
 def mean_and_se(samples: NDArray[np.floating], group: int = 1) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Mean over axis 0 and its standard error (std of the draws / sqrt(draws); NaN with fewer than 2 draws).
 
-    Consecutive rows in groups of ``group`` (the orders of one antithetic or stratified draw) are
+    Consecutive rows in groups of ``group`` (the two orders of one antithetic draw) are
     first averaged into one sample each: they are dependent, and the draws are the independent samples.
     """
     x = np.asarray(samples, dtype=np.float64)
