@@ -124,7 +124,9 @@ def improve(
     model : nn.Module
         Never modified.
     train : Split
-        The training split; only its validation part (``validation``, ``seed``) is used to choose.
+        The training split; only its validation part (``validation``, ``seed``) is used to choose. A
+        network trained on all of ``train`` has seen that part: train it on :func:`training_part` for
+        a validation part it never saw.
     test : Split
         Evaluated once, for the chosen lesion only.
     selection : str, mapping or sequence of Lesion
