@@ -94,6 +94,13 @@ def test_greedy_adds_units_while_they_help_and_resumes(tmp_path):
     again = improve(toy_network(), train, _test(), "hidden", tmp_path / "g", validation=0.5, beam=2)
     assert again.lesion.key == first.lesion.key
     assert again.steps.equals(first.steps)
+    # another objective into the same directory reuses the outcomes: step 1 adds no lesion
+    before = set(Run(tmp_path / "g" / "validation").lesions()["key"])
+    single = improve(toy_network(), train, _test(), "hidden", tmp_path / "g", validation=0.5, target=3, max_size=1)
+    assert single.lesion.key == "hidden:4"
+    assert set(Run(tmp_path / "g" / "validation").lesions()["key"]) == before
+    with pytest.raises(LesionError, match="different dataset"):  # another validation part is another run
+        improve(toy_network(), train, _test(), "hidden", tmp_path / "g", validation=0.4, beam=2)
 
 
 def test_command_on_a_population_writes_the_tables(tmp_path):

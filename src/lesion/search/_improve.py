@@ -132,7 +132,9 @@ def improve(
     selection : str, mapping or sequence of Lesion
         The candidates (units of a selection, grouped by ``group``, or lesions themselves).
     out : path
-        Directory holding the runs ``validation/`` and ``test/`` (rerun into it to resume).
+        Directory holding the runs ``validation/`` and ``test/`` (rerun into it to resume; a rerun with
+        another objective, beam or size reuses the outcomes there, and the test run then holds each
+        objective's chosen lesion).
     target : int, optional
         Objective: None maximises overall top-1; a class index maximises that class's top-1
         subject to no other class dropping by more than ``tolerance`` (accuracy, e.g. 0.01).
@@ -164,8 +166,10 @@ def improve(
     out = Path(out)
     val = validation_split(train, validation, seed)
     objective = "overall" if target is None else f"class:{target}"
-    config = {"improve": {"candidates": [c.key for c in candidates], "objective": objective, "tolerance": tolerance,
-                          "validation": validation, "seed": seed, "beam": beam, "max_size": max_size}}
+    # The runs' identity: what the outcomes depend on (the validation part is also in the dataset
+    # fingerprint). The objective, tolerance, beam and size only choose which lesions are evaluated, so
+    # a rerun with other ones into the same directory reuses every outcome already there.
+    config = {"improve": {"validation": validation, "seed": seed}}
     options: dict[str, Any] = dict(model_name=model_name, batch_size=batch_size, engine=engine, memory=memory,
                                    k=1, config=config, progress=progress)
     chosen, steps = _search(model, val, candidates, out / "validation", target, tolerance, beam, max_size, options)
