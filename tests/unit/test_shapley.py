@@ -135,6 +135,8 @@ def test_players_and_refusals(tmp_path):
         shapley(model, toy_data(), "hidden:1", tmp_path / "b")
     with pytest.raises(LesionError, match="tolerance"):
         shapley(model, toy_data(), "hidden", tmp_path / "c", tolerance=0)
+    with pytest.raises(LesionError, match="share units"):
+        shapley(model, toy_data(), [Lesion((("hidden", (0, 1)),)), Lesion((("hidden", (1,)),))], tmp_path / "e")
     players = [Lesion((("hidden", (0, 1)),)), Lesion((("hidden", (2,)),)), Lesion((("out", (3,)),))]
     groups = shapley(model, toy_data(), players, tmp_path / "d", exact=True)
     assert groups.players == ["hidden:0-1", "hidden:2", "out:3"]

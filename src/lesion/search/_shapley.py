@@ -160,7 +160,7 @@ def shapley(
     min_permutations : int, default=10
         Orders before ``tolerance`` may stop the sampling (at least two draws).
     seed : int, default=0
-        Order ``p`` is drawn from ``numpy.random.default_rng([seed, p])``.
+        Draw ``g`` (one order, or an antithetic pair) comes from ``numpy.random.default_rng([seed, g])``.
     sampling : {"plain", "antithetic"}, default="plain"
         How orders are drawn: independently, or as an order and its reverse (standard errors then from
         the pair means; ``permutations`` is rounded up to an even number).
@@ -185,8 +185,13 @@ def shapley(
     if len({p.method for p in players}) != 1:
         raise LesionError("selection: every player must use the same lesion method")
     keys = [p.key for p in players]
-    if len(set(keys)) != n:
-        raise LesionError(f"selection: players repeat: {keys}")
+    owners: dict[tuple[str, int], str] = {}
+    for player in players:
+        for name, units in player.units:
+            for u in units:
+                if (name, u) in owners:
+                    raise LesionError(f"selection: players must not share units; {name}:{u} is in {owners[name, u]!r} and {player.key!r}")
+                owners[name, u] = player.key
     check_int("permutations", permutations, 1)
     check_int("min_permutations", min_permutations, 2)
     check_int("seed", seed, 0)
