@@ -21,6 +21,7 @@ from lesion.models import build_model, load_model
 from lesion.plans import Plan, pairs, single
 from lesion.search import improve, shapley
 from lesion.store import Run
+from lesion.studies.custom import run_study
 
 __all__ = [
     "INTACT",
@@ -42,6 +43,7 @@ __all__ = [
     "load_dataset",
     "load_model",
     "pairs",
+    "run_study",
     "select",
     "shapley",
     "single",

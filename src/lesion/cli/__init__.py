@@ -11,7 +11,7 @@ import sys
 import lesion.cli._improve  # registers lesion improve
 import lesion.cli._shapley  # noqa: F401  (registers lesion shapley)
 from lesion._errors import LesionError
-from lesion.cli import _data, _demo, _reproduce, _run, _train  # noqa: F401  (register the commands)
+from lesion.cli import _data, _demo, _reproduce, _run, _study, _train  # noqa: F401  (register the commands)
 from lesion.cli._app import app
 from lesion.cli._common import err, tune_malloc
 

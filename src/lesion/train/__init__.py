@@ -3,27 +3,37 @@
 from __future__ import annotations
 
 from lesion.train._recover import (
+    PROTOCOLS,
     Iteration,
     IterativeRecovery,
     Recovery,
     RecoveryCurve,
+    RecoveryResult,
+    history_tables,
     recover,
     recover_instances,
     recover_iterative,
+    run_recovery,
+    seeded_subset,
     should_stop,
 )
 from lesion.train._train import PRESETS, EpochStats, train_model, train_population
 
 __all__ = [
     "PRESETS",
+    "PROTOCOLS",
     "EpochStats",
     "Iteration",
     "IterativeRecovery",
     "Recovery",
     "RecoveryCurve",
+    "RecoveryResult",
+    "history_tables",
     "recover",
     "recover_instances",
     "recover_iterative",
+    "run_recovery",
+    "seeded_subset",
     "should_stop",
     "train_model",
     "train_population",
