@@ -170,3 +170,33 @@ def test_command_writes_values_interactions_and_figure(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "lesion", "shapley", *map(str, args[:-4]), "--pair", "fc1:0", "-o", out],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--pair" in bad.stderr
+
+
+def test_study_file_runs_shapley_and_improve(tmp_path):
+    """`[analyses.shapley]` and `[analyses.improve]` of a study file: tables in the study, runs beside them."""
+    import lesion
+
+    settings = {
+        "name": "tiny-shapley",
+        "model": {"name": "meyes2019-mlp", "args": {"in_features": 64}, "train": {"epochs": 2, "lr": 0.05, "batch_size": 32}},
+        "data": {"name": "digits", "limit": 120},
+        "plans": [{"kind": "single", "layers": "fc2:0-3"}],
+        "analyses": {
+            "shapley": {"layers": "fc2:0-3", "exact": True, "pairs": ["fc2:0,fc2:1"]},
+            "improve": {"layers": "fc2", "max_size": 1},
+        },
+    }
+    with pytest.raises(LesionError, match=r"analyses\.shapley\.permutatons: unknown key \(closest: 'permutations'\)"):
+        lesion.run_study({**settings, "analyses": {"shapley": {"layers": "fc2", "permutatons": 5}}}, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+    result = lesion.run_study(settings, tmp_path / "study")
+    values = result.analyses["shapley"]
+    overall = values[(values["class"] == -1) & (values["metric"] == "top1")]
+    table = Run(tmp_path / "study" / "shapley").table("top1")
+    assert overall["value"].sum() == pytest.approx(table.loc["intact", "all"] - table.loc["fc2:0-3", "all"])
+    assert len(result.analyses["shapley-interactions"]) == 11
+    classes = result.analyses["improve-classes"]
+    assert len(classes) == 11 and set(classes["objective"]) == {"overall"}
+    val = Run(tmp_path / "study" / "improve" / "validation")
+    assert val.meta("dataset")["name"].startswith("digits/train:validation")
+    assert (tmp_path / "study" / "tables" / "shapley.csv").is_file()
