@@ -9,7 +9,7 @@ import pandas as pd
 from lesion.plots._bars import save_figure
 
 
-def plot_shapley(table: pd.DataFrame, path: str | Path) -> Path:
+def plot_shapley(table: pd.DataFrame, path: str | Path, ylabel: str = "top-1 drop when lesioned (pp)") -> Path:
     """Bars of each player's Shapley value (± SE) and leave-one-out effect, in percentage points.
 
     Parameters
@@ -19,6 +19,8 @@ def plot_shapley(table: pd.DataFrame, path: str | Path) -> Path:
         e.g. ``result.table()``.
     path : path
         The PNG to write (its folder is created); returned.
+    ylabel : str
+        The metric's name (values are drawn times 100).
     """
     from matplotlib.figure import Figure
 
@@ -31,7 +33,7 @@ def plot_shapley(table: pd.DataFrame, path: str | Path) -> Path:
     ax.bar([i + 0.2 for i in x], 100 * rows["single"], 0.4, color="tab:red", label="leave-one-out")
     ax.axhline(0, color="grey", linewidth=0.5)
     ax.set_xticks(list(x), rows["player"], rotation=90, fontsize=7)
-    ax.set_ylabel("top-1 drop when lesioned (pp)")
+    ax.set_ylabel(ylabel)
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)[0]
