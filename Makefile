@@ -27,7 +27,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
-# The benchmark's peers (Captum) live in their own environment, never in the project's.
+# The benchmark's peers (Captum, msapy) live in their own environment, never in the project's.
 BENCH := bench/.venv/bin
 $(BENCH)/python:
 	$(PY) -m venv bench/.venv
@@ -36,6 +36,7 @@ bench/.venv/.installed: pyproject.toml | $(BENCH)/python
 	$(BENCH)/pip install -q "torch==2.13.0" || $(BENCH)/pip install -q "torch>=2.2"
 	$(BENCH)/pip install -q -e .
 	$(BENCH)/pip install -q captum || echo "captum not installable: the bench runs without it"
+	$(BENCH)/pip install -q msapy "fastprogress<1.1" || echo "msapy not installable: the bench runs without it"
 	touch $@
 
 bench: bench/.venv/.installed

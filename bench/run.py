@@ -355,7 +355,7 @@ def main() -> None:
     parser.add_argument("--vgg-samples", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
-    parser.add_argument("--sections", default="cpu,gpu", help="cpu, gpu or both (gpu: skipped without CUDA)")
+    parser.add_argument("--sections", default="cpu,gpu,shapley", help="cpu, gpu, shapley, comma-separated (gpu: skipped without CUDA)")
     parser.add_argument("--gpu-device", default="cuda", help="device of the gpu section (cpu: a smoke run with --quick)")
     parser.add_argument("--gpu-out", default=str(Path(__file__).with_name("RESULTS-GPU.md")))
     parser.add_argument("--gpu-images", type=int, default=512, help="synthetic 224 px images for VGG-19-BN")
@@ -374,6 +374,12 @@ def main() -> None:
             print(f"wrote {args.gpu_out}")
     if "cpu" in sections:
         cpu_section(args)
+    if "shapley" in sections:  # lesion shapley vs msapy (bench/shapley.py)
+        from shapley import shapley_section
+
+        lines = shapley_section(quick=args.quick)
+        Path(args.out).with_name("RESULTS-SHAPLEY.md").write_text("# Benchmark results: Shapley values\n\n" + "\n".join(lines) + "\n")
+        print("\n".join(lines), flush=True)
 
 
 def cpu_section(args: argparse.Namespace) -> None:

@@ -18,6 +18,7 @@ from lesion.data import Dataset, Split, load_dataset
 from lesion.engine import Outcome, capture_activations, estimate, evaluate
 from lesion.models import build_model, load_model
 from lesion.plans import Plan, fraction, pairs, single
+from lesion.search import improve, shapley
 from lesion.store import Run
 from lesion.studies.custom import run_study
 
@@ -36,6 +37,7 @@ __all__ = [
     "estimate",
     "evaluate",
     "fraction",
+    "improve",
     "layers",
     "lesioned",
     "load_dataset",
@@ -43,6 +45,7 @@ __all__ = [
     "pairs",
     "run_study",
     "select",
+    "shapley",
     "single",
     "sweep",
     "unit_means",

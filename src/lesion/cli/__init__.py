@@ -16,6 +16,8 @@ import typer
 from rich.text import Text
 from typer.exceptions import TyperException
 
+import lesion.cli._improve  # registers lesion improve
+import lesion.cli._shapley  # noqa: F401  (registers lesion shapley)
 from lesion._errors import LesionError
 from lesion.cli import _data, _demo, _report, _reproduce, _run, _study, _train  # noqa: F401  (register the commands)
 from lesion.cli._app import app, settings

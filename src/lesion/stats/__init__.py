@@ -21,6 +21,7 @@ from lesion.stats._effects import (
     with_tests,
 )
 from lesion.stats._population import ClassDropSpread, class_drop_spread
+from lesion.stats._shapley import exact_interaction, exact_shapley
 from lesion.stats._spread import Spread, spread
 from lesion.stats._synergy import OVERALL, SAMPLE_CATEGORIES, pair_synergy, sample_categories
 from lesion.stats._tests import benjamini_hochberg, mcnemar_exact
@@ -40,6 +41,8 @@ __all__ = [
     "class_drops",
     "correlate",
     "correlations_by_group",
+    "exact_interaction",
+    "exact_shapley",
     "kde",
     "layer_effects",
     "lesion_effects",

@@ -119,6 +119,34 @@ class CumulativePlan(_Plan):
 PlanSection = Annotated[SinglePlan | PairsPlan | FractionPlan | CumulativePlan, Field(discriminator="kind")]
 
 
+class ShapleyAnalysis(_Section):
+    """Shapley values of units (``lesion.shapley``): ``layers`` the players' units, one per unit or per
+    layer (``group``); sampled ``permutations`` (a budget) until every standard error of overall top-1
+    is below ``tolerance``, or ``exact``; ``pairs`` like ``"fc1:3,fc1:7"`` get interaction indices."""
+
+    layers: str
+    group: Literal["unit", "layer"] = "unit"
+    permutations: int = Field(default=100, ge=1)
+    tolerance: float | None = Field(default=None, gt=0)
+    sampling: Literal["plain", "antithetic"] = "plain"
+    exact: bool = False
+    pairs: list[str] = Field(default_factory=list)
+    loss: bool = False
+
+
+class ImproveAnalysis(_Section):
+    """Lesions that raise accuracy (``lesion.improve``), chosen on a ``validation`` part of the
+    training split and reported once on the evaluation split: overall top-1, or ``target``'s top-1
+    with no other class dropping more than ``tolerance``; greedy with a ``beam``, at most ``max_size`` units."""
+
+    layers: str
+    target: int | None = Field(default=None, ge=0)
+    tolerance: float = Field(default=0.0, ge=0, le=1)
+    validation: float = Field(default=0.2, gt=0, lt=1)
+    beam: int = Field(default=1, ge=1)
+    max_size: int | None = Field(default=None, ge=1)
+
+
 class AnalysesSection(_Section):
     """Which analyses run (each needs the plans it reads; those without are skipped and said so)."""
 
@@ -131,6 +159,8 @@ class AnalysesSection(_Section):
     correlations: bool = False
     depth: bool = True
     embedding: Literal["tsne", "umap"] | None = None
+    shapley: ShapleyAnalysis | None = None
+    improve: ImproveAnalysis | None = None
 
 
 class ReportSection(_Section):

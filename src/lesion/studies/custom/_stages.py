@@ -35,6 +35,7 @@ from lesion.stats import (
     unit_attributes,
 )
 from lesion.store import Run
+from lesion.studies._engine import on_device
 from lesion.studies._study import StudyDir, StudyResult
 from lesion.studies.custom._config import (
     CumulativePlan,
@@ -122,6 +123,15 @@ def _run(spec: StudyFile, base: Path, out: Path, progress: bool) -> CustomStudyR
         )
     with study.stage("analyses"):
         tables, notes = _analyses(spec, model, split, run, initial)
+    if spec.analyses.shapley is not None:
+        with study.stage("shapley", resumable=True):
+            tables.update(_shapley(spec, model, split, study.path("shapley"), progress))
+    if spec.analyses.improve is not None:
+        if dataset.train is None:
+            notes.append(f"improve skipped: data {spec.data.name!r} has no training split to choose on")
+        else:
+            with study.stage("improve", resumable=True):
+                tables.update(_improve(spec, model, dataset.train, split, study.path("improve"), progress))
     for name, frame in tables.items():
         study.write_table(name, frame)
     summary = run_summary(run, top=spec.report.top, plan=spec.report.plan)
@@ -261,6 +271,48 @@ def _analyses(
             elif wanted.correlations:
                 notes.append("correlations skipped: they need the effects analysis (analyses.effects = true)")
     return tables, notes
+
+
+def _shapley(spec: StudyFile, model: nn.Module, split: Split, out: Path, progress: bool) -> dict[str, pd.DataFrame]:
+    """Tables ``shapley`` (player × class × metric) and, with pairs, ``shapley-interactions``."""
+    from lesion.search import shapley
+
+    cfg = spec.analyses.shapley
+    if cfg is None:
+        return {}
+    pairs = []
+    for text in cfg.pairs:
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        if len(parts) != 2:
+            raise LesionError(f"analyses.shapley.pairs: expected two players like 'fc1:3,fc1:7', got {text!r}")
+        pairs.append((parts[0], parts[1]))
+    engine = spec.engine
+    with on_device(model, engine.device):
+        result = shapley(
+            model, split, cfg.layers, out, group=cfg.group, permutations=cfg.permutations, tolerance=cfg.tolerance,
+            seed=spec.seed, sampling=cfg.sampling, exact=cfg.exact, pairs=pairs, loss=cfg.loss,
+            model_name=spec.model.name or str(spec.model.checkpoint), progress=progress,
+            engine=engine.engine, batch_size=engine.batch_size, memory=engine.memory,
+        )
+    return {"shapley": result.values, **({"shapley-interactions": result.interactions} if pairs else {})}
+
+
+def _improve(spec: StudyFile, model: nn.Module, train: Split, test: Split, out: Path, progress: bool) -> dict[str, pd.DataFrame]:
+    """Tables ``improve-classes`` (validation and test change per class, McNemar) and ``improve-steps``."""
+    from lesion.search import improve
+
+    cfg = spec.analyses.improve
+    if cfg is None:
+        return {}
+    engine = spec.engine
+    with on_device(model, engine.device):
+        result = improve(
+            model, train, test, cfg.layers, out, target=cfg.target, tolerance=cfg.tolerance, validation=cfg.validation,
+            seed=spec.seed, beam=cfg.beam, max_size=cfg.max_size, model_name=spec.model.name or str(spec.model.checkpoint),
+            progress=progress, engine=engine.engine, batch_size=engine.batch_size, memory=engine.memory,
+        )
+    return {"improve-classes": result.classes.assign(lesion=result.lesion.key, objective=result.objective),
+            "improve-steps": result.steps}
 
 
 def _embed(spec: StudyFile, split: Split) -> np.ndarray:
