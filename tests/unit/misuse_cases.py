@@ -106,6 +106,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("demo-epochs-0", ["demo", "-o", "{new}", "--epochs", "0"], "--epochs"),
     ("demo-seed-negative", ["demo", "-o", "{new}", "--seed", "-1"], "--seed"),
     ("demo-out-is-file", ["demo", "-o", "{textfile}"], "--out"),
+    # reproduce
+    ("reproduce-mlp-networks-huge", ["reproduce", "meyes2019-mlp", "--data", "digits", "--networks", "1000000000", "-o", "{new}"], "networks"),
 ]
 
 

@@ -46,6 +46,9 @@ def test_misuse_is_one_clear_error_and_writes_nothing(
 def test_usage_errors_exit_2_without_traceback(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["sweep", "--limit", "abc", "-l", "fc1", "-o", "x"]) == 2
     assert "Traceback" not in capsys.readouterr().err
+    assert run(["reproduce", "meyes2020-cnn", "--dataset", "mnist", "-o", "x"]) == 2  # -d/--data, as everywhere
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--dataset" in err and "--data" in err
 
 
 def test_an_internal_error_is_one_line_unless_debug(

@@ -131,7 +131,7 @@ def test_every_study_command_takes_the_engine_options_through_one_config(name, t
     shown = CliRunner().invoke(app, ["reproduce", name, "--help"], terminal_width=200)
     for option in ("--device", "--autocast", "--channels-last", "--batch-size", "--memory", "--engine"):
         assert option in shown.output, option
-    required = ["--dataset", "mnist"] if name == "meyes2020-cnn" else []
+    required = ["--data", "mnist"] if name == "meyes2020-cnn" else []
     bad = CliRunner().invoke(app, ["reproduce", name, *required, "--out", str(tmp_path / "out"), "--memory", "lots"])
     assert isinstance(bad.exception, LesionError) and "engine.memory" in str(bad.exception)
     assert not (tmp_path / "out").exists()

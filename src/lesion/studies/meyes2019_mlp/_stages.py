@@ -137,9 +137,9 @@ def run_meyes2019_mlp(
     -------
     Meyes2019Result
     """
-    check_int("networks", networks, 1)
+    check_int("networks", networks, 1, 100_000, " (networks of one population)")
+    check_int("seed", seed, 0, 2**32 - 1 - networks)
     check_int("epochs", epochs, 1)
-    check_int("seed", seed, 0)
     if limit is not None:
         check_int("limit", limit, 10)
     workers = check_int("workers", workers if workers is not None else os.cpu_count() or 1, 1)

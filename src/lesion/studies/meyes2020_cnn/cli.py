@@ -11,7 +11,7 @@ from lesion.studies._engine import EngineConfig
 
 
 def command(
-    dataset: Annotated[str, typer.Option("--dataset", help="mnist, fashion-mnist or kmnist (KMNIST's train images are not available here: use --checkpoint).")],
+    dataset: Annotated[str, typer.Option("--data", "-d", help="mnist, fashion-mnist or kmnist (KMNIST's train images are not available here: use --checkpoint).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Study directory (created; rerun into it to resume).")],
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where the IDX files are (default: $LESION_DATA_DIR).")] = None,
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", "-c", help="A trained meyes2020-cnn; default: train one with the paper's settings.")] = None,
@@ -29,7 +29,7 @@ def command(
 
     Trains the 2020 CNN (or loads --checkpoint), lesions 50 % of each layer in random draws and every unit alone, captures all 17,280 neurons' activations, embeds samples and neurons with UMAP, and writes every figure (PNG + SVG) and summary.md with the paper's numbers beside ours.
 
-    Example: lesion reproduce meyes2020-cnn --dataset fashion-mnist --data-dir ../shared/datasets --out runs/fmnist
+    Example: lesion reproduce meyes2020-cnn --data fashion-mnist --data-dir ../shared/datasets --out runs/fmnist
     """
     from rich.console import Console
 
