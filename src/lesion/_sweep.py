@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from lesion._lesion import INTACT, Lesion, check_lesion, unit_means
 from lesion._progress import progress_bar
 from lesion.data import Split
 from lesion.engine import (
+    Outcome,
     check_autocast,
     default_k,
     eval_mode,
@@ -24,7 +26,7 @@ from lesion.engine import (
     model_device,
     reference_outcomes,
 )
-from lesion.metrics import class_metrics
+from lesion.metrics import correct_counts
 from lesion.models import model_fingerprint
 from lesion.plans import Plan
 from lesion.store import FORMAT, Run, RunDB
@@ -32,6 +34,10 @@ from lesion.store._db import versions
 
 #: Lesions re-evaluated in float32 (besides the intact network) when a sweep runs under autocast.
 FLOAT32_CHECK = 16
+#: A sweep commits its buffered outcomes at least this often (seconds) ...
+COMMIT_SECONDS = 1.0
+#: ... or when this many bytes of top-k predictions are buffered.
+COMMIT_BYTES = 8 * 2**20
 
 
 def _means_fingerprint(means: Mapping[str, Tensor]) -> str:
@@ -127,9 +133,7 @@ def sweep(
     plans = [plans] if isinstance(plans, Plan) else list(plans)
     if not plans:
         raise LesionError("plans: give at least one plan")
-    for plan in plans:
-        for lesion in plan:
-            check_lesion(model, lesion)
+    _check_plans(model, plans)
     n_classes = check_fits(model, split)
     check_autocast(autocast, model_device(model))
     if float32_check < 0:
@@ -215,18 +219,60 @@ def _evaluate_pending(
     n_classes = split.n_classes
     if "intact" not in done:
         (intact,) = reference_outcomes(model, split, [INTACT], k=k, batch_size=batch_size, autocast=options["autocast"])
-        db.put_outcome("intact", intact.topk, intact.near_ties, class_metrics(intact.topk, labels, n_classes), None)
+        db.put_outcomes(["intact"], intact.topk[None], [intact.near_ties], correct_counts(intact.topk[None], labels, n_classes))
     intact_topk = db.topk("intact")
     done.add("intact")
     pending = [lesion for lesion in _unique(plans) if lesion.key not in done]
     if not pending:
         return
+    writer = _Writer(db, labels, n_classes, intact_topk)
     with progress_bar(len(pending), "lesions", enabled=progress) as advance:
         outcomes = evaluate(model, split, pending, k=k, batch_size=batch_size, means=means, **options)
-        for outcome in outcomes:
-            metrics = class_metrics(outcome.topk, labels, n_classes, intact_topk)
-            db.put_outcome(outcome.lesion.key, outcome.topk, outcome.near_ties, metrics, intact_topk)
-            advance(1)
+        try:
+            for outcome in outcomes:
+                advance(writer.add(outcome))
+        finally:
+            advance(writer.flush())
+
+
+class _Writer:
+    """Buffers outcomes and commits them in batches: every :data:`COMMIT_SECONDS` or :data:`COMMIT_BYTES`
+    of buffered top-k, whichever comes first (a killed run loses at most that much work)."""
+
+    def __init__(self, db: RunDB, labels: np.ndarray, n_classes: int, intact_topk: np.ndarray) -> None:
+        self.db, self.labels, self.n_classes, self.intact_topk = db, labels, n_classes, intact_topk
+        self.dtype = np.uint8 if n_classes <= 256 else np.uint16
+        self.keys: list[str] = []
+        self.tops: list[np.ndarray] = []
+        self.ties: list[int] = []
+        self.since = time.monotonic()
+
+    def add(self, outcome: Outcome) -> int:
+        """Buffer one outcome; returns how many were committed by this call."""
+        self.keys.append(outcome.lesion.key)
+        self.tops.append(outcome.topk.astype(self.dtype))
+        self.ties.append(outcome.near_ties)
+        full = len(self.tops) * self.tops[0].nbytes >= COMMIT_BYTES
+        return self.flush() if full or time.monotonic() - self.since >= COMMIT_SECONDS else 0
+
+    def flush(self) -> int:
+        """Commit the buffer in one transaction; returns its number of outcomes."""
+        count = len(self.keys)
+        if count:
+            tops = np.stack(self.tops)
+            self.db.put_outcomes(self.keys, tops, self.ties, correct_counts(tops, self.labels, self.n_classes, self.intact_topk))
+        self.keys, self.tops, self.ties, self.since = [], [], [], time.monotonic()
+        return count
+
+
+def _check_plans(model: nn.Module, plans: list[Plan]) -> None:
+    """:func:`check_lesion` for every lesion, the model's layers listed once (a plan may hold 10⁶ lesions)."""
+    known = {name: layer.n_units for name, layer in check_lesion(model, INTACT).items()}
+    for plan in plans:
+        for lesion in plan:
+            for name, units in lesion.units:
+                if name not in known or not 0 <= min(units) <= max(units) < known[name]:
+                    check_lesion(model, lesion)  # raises for a bad lesion; accepts a named non-lesionable module
 
 
 def _unique(plans: list[Plan]) -> list[Lesion]:
