@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lesion._errors import LesionError
+from lesion._errors import LesionError, closest
 from lesion._lesion import INTACT, Lesion, check_lesion, unit_means
 from lesion._progress import progress_bar
 from lesion.data import Split
@@ -38,6 +38,8 @@ FLOAT32_CHECK = 16
 COMMIT_SECONDS = 1.0
 #: ... or when this many bytes of top-k predictions are buffered.
 COMMIT_BYTES = 8 * 2**20
+#: Where a sweep evaluates: in this process, or on a Ray cluster.
+BACKENDS = ("local", "ray")
 
 
 def _means_fingerprint(means: Mapping[str, Tensor]) -> str:
@@ -86,6 +88,8 @@ def sweep(
     compile: bool = False,
     config: Mapping[str, Any] | None = None,
     progress: bool = False,
+    backend: str = "local",
+    address: str | None = None,
 ) -> Run:
     """Evaluate every lesion of ``plans`` on ``split`` and store the outcomes in the run directory ``out``.
 
@@ -125,12 +129,24 @@ def sweep(
         Extra study configuration; part of the run's identity.
     progress : bool, default=False
         Show a progress bar.
+    backend : {"local", "ray"}, default="local"
+        ``ray``: evaluate the lesions in shards on a Ray cluster (``pip install 'lesion[ray]'``), one
+        actor per CPU slot (or GPU, for a model on CUDA); this process stays the one writer, and the
+        stored outcomes are the same as a local run's. Not part of the run's identity: a run may be
+        resumed with either backend.
+    address : str, optional
+        With ``backend="ray"``: the cluster to connect to (``ray start --head`` prints it; ``"auto"``:
+        the one on this node). Default: this process's Ray instance, else a new local one.
 
     Returns
     -------
     Run
     """
     plans = [plans] if isinstance(plans, Plan) else list(plans)
+    if backend not in BACKENDS:
+        raise LesionError(f"backend must be one of {BACKENDS}, got {backend!r}{closest(backend, BACKENDS)}")
+    if address is not None and backend != "ray":
+        raise LesionError(f"address is for backend 'ray' only; got address {address!r} with backend {backend!r}")
     if not plans:
         raise LesionError("plans: give at least one plan")
     _check_plans(model, plans)
@@ -169,7 +185,7 @@ def sweep(
             with db.transaction() as con:
                 db.set_meta(con, f"plan:{plan.name}", plan.info)
         options = {"engine": engine, "memory": memory, "autocast": autocast, "channels_last": channels_last, "compile": compile}
-        _evaluate_pending(db, model, split, plans, k, batch_size, means, options, progress)
+        _evaluate_pending(db, model, split, plans, k, batch_size, means, options, progress, backend, address)
         if autocast is not None:
             float32 = {**options, "autocast": None}
             _check_float32(db, model, split, _spread(_unique(plans), float32_check), batch_size, means, float32, progress)
@@ -213,6 +229,8 @@ def _evaluate_pending(
     means: Mapping[str, Tensor] | None,
     options: dict[str, Any],
     progress: bool,
+    backend: str = "local",
+    address: str | None = None,
 ) -> None:
     done = db.done_keys()
     labels = split.labels.numpy()
@@ -227,7 +245,12 @@ def _evaluate_pending(
         return
     writer = _Writer(db, labels, n_classes, intact_topk)
     with progress_bar(len(pending), "lesions", enabled=progress) as advance:
-        outcomes = evaluate(model, split, pending, k=k, batch_size=batch_size, means=means, **options)
+        if backend == "ray":
+            from lesion.engine._ray import ray_outcomes
+
+            outcomes = ray_outcomes(model, split, pending, k=k, batch_size=batch_size, means=means, address=address, **options)
+        else:
+            outcomes = evaluate(model, split, pending, k=k, batch_size=batch_size, means=means, **options)
         try:
             for outcome in outcomes:
                 advance(writer.add(outcome))

@@ -75,12 +75,16 @@ def sweep(
     float32_check: Annotated[int, typer.Option(help="With --autocast: lesions (spread over the plan) re-evaluated in float32.")] = 16,
     channels_last: Annotated[bool, typer.Option(help="Fast engine: channels-last inputs (faster convolutions on GPUs).")] = False,
     compile: Annotated[bool, typer.Option(help="Fast engine: torch.compile the network after each cut (pays off on long GPU sweeps).")] = False,
+    backend: Annotated[str, typer.Option(help="local, or ray: shards on a Ray cluster (pip install 'lesion[ray]').")] = "local",
+    address: Annotated[str | None, typer.Option(help="With --backend ray: the cluster's address (ray start --head prints it; 'auto': this node's).")] = None,
 ) -> None:
     """Lesion the selected units (singly or in pairs), evaluate on the test split, store every outcome.
 
     Example: lesion sweep -m meyes2019-mlp -c net.pt -d mnist -l fc1 --plan pairs -o runs/pairs
 
     On a GPU: lesion sweep -m vgg19_bn -c vgg.pt -d folder ... --device cuda --autocast bf16 --channels-last
+
+    On a Ray cluster: lesion sweep ... --backend ray --address HEAD:6379
     """
     import lesion
 
@@ -91,6 +95,7 @@ def sweep(
         engine=engine, batch_size=batch_size, memory=parse_bytes(memory), progress=True,
         autocast=autocast.value if autocast else None, float32_check=float32_check,
         channels_last=channels_last, compile=compile,
+        backend=backend, address=address,
     )
     print_summary(run)
 
