@@ -156,7 +156,9 @@ class RunDB:
         coded = tops.astype(self._dtype())
         if list(keys) != ["intact"]:
             coded ^= self._intact_topk().astype(coded.dtype)
-        changed = np.asarray(coded.any(axis=2))  # (R, N)
+        changed = coded[:, :, 0] != 0  # (R, N); k column passes: far faster than .any(axis=2)
+        for j in range(1, coded.shape[2]):
+            changed |= coded[:, :, j] != 0
         masks = np.packbits(changed, axis=1)
         blobs = [zlib.compress(masks[i].tobytes() + coded[i][changed[i]].tobytes(), 1) for i in range(len(coded))]
         counts32 = np.ascontiguousarray(counts, dtype="<i4")
