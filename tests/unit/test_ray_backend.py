@@ -157,3 +157,21 @@ def test_backend_and_address_are_checked(tmp_path):
         lesion.sweep(mlp, digits().test, lesion.single(mlp, "fc2"), tmp_path / "a", backend="rey")
     with pytest.raises(LesionError, match="address is for backend 'ray' only"):
         lesion.sweep(mlp, digits().test, lesion.single(mlp, "fc2"), tmp_path / "b", address="auto")
+
+
+def test_the_sweep_command_runs_on_the_ray_cluster_it_is_given(tmp_path):
+    torch.manual_seed(0)
+    mlp = meyes2019_mlp(in_features=64)
+    torch.save(mlp.state_dict(), tmp_path / "net.pt")
+    address = ray.get_runtime_context().gcs_address
+    args = ["-m", "meyes2019-mlp", "--model-arg", "in_features=64", "-c", tmp_path / "net.pt", "-d", "digits", "-l", "fc2"]
+    proc = subprocess.run([sys.executable, "-m", "lesion", "sweep", *map(str, args), "-o", str(tmp_path / "ray"),
+                           "--backend", "ray", "--address", address], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "Intact network: top-1" in proc.stdout
+    lesion.sweep(mlp, digits().test, lesion.single(mlp, "fc2"), tmp_path / "local")
+    ray_rows, local_rows = _rows(tmp_path / "ray"), _rows(tmp_path / "local")
+    assert all(ray_rows[t] == local_rows[t] for t in ("lesions", "outcomes", "metrics")) and len(ray_rows["outcomes"]) == 11
+    bad = subprocess.run([sys.executable, "-m", "lesion", "sweep", *map(str, args), "-o", str(tmp_path / "bad"),
+                          "--backend", "rey"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "backend must be one of ('local', 'ray'), got 'rey'" in bad.stdout + bad.stderr
