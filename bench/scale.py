@@ -124,6 +124,8 @@ def scale_section(images: int, count: int, size_images: int, size_pairs: int, wo
         f"| {size_images:,} images: {len(big_plan):,} pairs end to end | {t_big:.1f} s, {per_lesion_big:,.0f} bytes per lesion | |",
         f"| all {total:,} pairs × {size_images:,} images (projected per lesion) | **{projected_big / 60:.1f} min**, "
         f"**{per_lesion_big * total / 2**30:.2f} GiB** | ≤ 15 min, ≤ 2 GB |",
+        f"| same, projected from the {images:,}-image sweep's lesion·images/s (without the fixed costs) | "
+        f"{t_sweep / (n * images) * total * size_images / 60:.1f} min | ≤ 15 min |",
         "",
     ]
     print("\n".join(lines), flush=True)
