@@ -12,7 +12,7 @@ $(BIN)/python:
 # torch is pinned first so that the CPU build is taken (a bare "torch" pulls CUDA packages).
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q "torch==2.13.0" || $(BIN)/pip install -q "torch>=2.2"
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e ".[test,ray]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -355,7 +355,7 @@ def main() -> None:
     parser.add_argument("--vgg-samples", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
-    parser.add_argument("--sections", default="cpu,gpu,shapley", help="cpu, gpu, shapley, comma-separated (gpu: skipped without CUDA)")
+    parser.add_argument("--sections", default="cpu,gpu,shapley,scale", help="cpu, gpu, shapley, scale, comma-separated (gpu: skipped without CUDA)")
     parser.add_argument("--gpu-device", default="cuda", help="device of the gpu section (cpu: a smoke run with --quick)")
     parser.add_argument("--gpu-out", default=str(Path(__file__).with_name("RESULTS-GPU.md")))
     parser.add_argument("--gpu-images", type=int, default=512, help="synthetic 224 px images for VGG-19-BN")
@@ -380,6 +380,16 @@ def main() -> None:
         lines = shapley_section(quick=args.quick)
         Path(args.out).with_name("RESULTS-SHAPLEY.md").write_text("# Benchmark results: Shapley values\n\n" + "\n".join(lines) + "\n")
         print("\n".join(lines), flush=True)
+    if "scale" in sections:  # the 130,816-pair sweep: store overhead, engine vs floor, run size (bench/scale.py)
+        import tempfile
+
+        from scale import scale_section
+
+        with tempfile.TemporaryDirectory() as tmp:
+            lines = scale_section(1000, 500 if args.quick else 0, 10_000, 50 if args.quick else 2000, Path(tmp))
+        scale_out = Path(args.out).with_name("RESULTS-SCALE.md")
+        scale_out.write_text("\n".join(lines) + "\n")
+        print(f"wrote {scale_out}")
 
 
 def cpu_section(args: argparse.Namespace) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -14,12 +15,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lesion._errors import LesionError, check_int
+from lesion._errors import LesionError, check_int, closest
 from lesion._lesion import INTACT, Lesion, check_lesion, unit_means
 from lesion._progress import progress_bar
 from lesion.data import Split
 from lesion.engine import (
     EngineOptions,
+    Outcome,
     check_autocast,
     check_model_device,
     default_k,
@@ -29,12 +31,19 @@ from lesion.engine import (
     reference_outcomes,
 )
 from lesion.engine._options import FLOAT32_CHECK, engine_options
-from lesion.metrics import class_metrics
+from lesion.metrics import correct_counts
 from lesion.models import model_fingerprint
 from lesion.plans import Plan
 from lesion.store import FORMAT, Run, RunDB
 from lesion.store._db import check_run_dir, versions
 from lesion.store._lock import DirLock
+
+#: A sweep commits its buffered outcomes at least this often (seconds) ...
+COMMIT_SECONDS = 1.0
+#: ... or when this many bytes of top-k predictions are buffered.
+COMMIT_BYTES = 8 * 2**20
+#: Where a sweep evaluates: in this process, or on a Ray cluster.
+BACKENDS = ("local", "ray")
 
 
 def _means_fingerprint(means: Mapping[str, Tensor]) -> str:
@@ -85,6 +94,8 @@ def sweep(
     config: Mapping[str, Any] | None = None,
     extend: bool = False,
     progress: bool = False,
+    backend: str = "local",
+    address: str | None = None,
 ) -> Run:
     """Evaluate every lesion of ``plans`` on ``split`` and store the outcomes in the run directory ``out``.
 
@@ -122,6 +133,14 @@ def sweep(
         Allow plans (or lesions of a plan) that the existing run does not hold yet.
     progress : bool, default=False
         Show progress (a bar on a terminal, a line about every 10 s otherwise).
+    backend : {"local", "ray"}, default="local"
+        ``ray``: evaluate the lesions in shards on a Ray cluster (``pip install 'lesion[ray]'``), one
+        actor per CPU slot (or GPU, for a model on CUDA); this process stays the one writer, and the
+        stored outcomes are the same as a local run's. Not part of the run's identity: a run may be
+        resumed with either backend.
+    address : str, optional
+        With ``backend="ray"``: the cluster to connect to (``ray start --head`` prints it; ``"auto"``:
+        the one on this node). Default: this process's Ray instance, else a new local one.
 
     Returns
     -------
@@ -132,11 +151,13 @@ def sweep(
         float32_check=float32_check, channels_last=channels_last, compile=compile,
     )
     plans = [plans] if isinstance(plans, Plan) else list(plans)
+    if backend not in BACKENDS:
+        raise LesionError(f"backend must be one of {BACKENDS}, got {backend!r}{closest(backend, BACKENDS)}")
+    if address is not None and backend != "ray":
+        raise LesionError(f"address is for backend 'ray' only; got address {address!r} with backend {backend!r}")
     if not plans or not all(isinstance(plan, Plan) for plan in plans):
         raise LesionError("plans: give at least one Plan (from lesion.single, lesion.pairs, lesion.fraction)")
-    for plan in plans:
-        for lesion in plan:
-            check_lesion(model, lesion)
+    _check_plans(model, plans)
     check_model_device(model, opts)
     n_classes = check_fits(model, split)
     check_autocast(opts.autocast, model_device(model))
@@ -168,7 +189,7 @@ def sweep(
             db.register("intact", [INTACT])
             for plan in plans:
                 db.register(plan.name, plan.lesions)
-            _evaluate_pending(db, model, split, plans, k, means, opts, progress)
+            _evaluate_pending(db, model, split, plans, k, means, opts, progress, backend, address)
             if opts.autocast is not None:
                 float32 = replace(opts, autocast=None)
                 _check_float32(db, model, split, _spread(_unique(plans), opts.float32_check), means, float32, progress)
@@ -275,24 +296,73 @@ def _evaluate_pending(
     means: Mapping[str, Tensor] | None,
     options: EngineOptions,
     progress: bool,
+    backend: str = "local",
+    address: str | None = None,
 ) -> None:
     done = db.done_keys()
     labels = split.labels.numpy()
     n_classes = split.n_classes
     if "intact" not in done:
         (intact,) = reference_outcomes(model, split, [INTACT], k=k, batch_size=options.batch_size, autocast=options.autocast)
-        db.put_outcome("intact", intact.topk, intact.near_ties, class_metrics(intact.topk, labels, n_classes), None)
+        db.put_outcomes(["intact"], intact.topk[None], [intact.near_ties], correct_counts(intact.topk[None], labels, n_classes))
     intact_topk = db.topk("intact")
     done.add("intact")
     pending = [lesion for lesion in _unique(plans) if lesion.key not in done]
     if not pending:
         return
+    writer = _Writer(db, labels, n_classes, intact_topk)
     with progress_bar(len(pending), "lesions", enabled=progress) as advance:
-        outcomes = evaluate(model, split, pending, k=k, means=means, options=options, on_batch=advance.tick)
-        for outcome in outcomes:
-            metrics = class_metrics(outcome.topk, labels, n_classes, intact_topk)
-            db.put_outcome(outcome.lesion.key, outcome.topk, outcome.near_ties, metrics, intact_topk)
-            advance(1)
+        if backend == "ray":
+            from lesion.engine._ray import ray_outcomes
+
+            outcomes = ray_outcomes(model, split, pending, k=k, means=means, options=options, address=address)
+        else:
+            outcomes = evaluate(model, split, pending, k=k, means=means, options=options, on_batch=advance.tick)
+        try:
+            for outcome in outcomes:
+                advance(writer.add(outcome))
+        finally:
+            advance(writer.flush())
+
+
+class _Writer:
+    """Buffers outcomes and commits them in batches: every :data:`COMMIT_SECONDS` or :data:`COMMIT_BYTES`
+    of buffered top-k, whichever comes first (a killed run loses at most that much work)."""
+
+    def __init__(self, db: RunDB, labels: np.ndarray, n_classes: int, intact_topk: np.ndarray) -> None:
+        self.db, self.labels, self.n_classes, self.intact_topk = db, labels, n_classes, intact_topk
+        self.dtype = np.uint8 if n_classes <= 256 else np.uint16
+        self.keys: list[str] = []
+        self.tops: list[np.ndarray] = []
+        self.ties: list[int] = []
+        self.since = time.monotonic()
+
+    def add(self, outcome: Outcome) -> int:
+        """Buffer one outcome; returns how many were committed by this call."""
+        self.keys.append(outcome.lesion.key)
+        self.tops.append(outcome.topk.astype(self.dtype))
+        self.ties.append(outcome.near_ties)
+        full = len(self.tops) * self.tops[0].nbytes >= COMMIT_BYTES
+        return self.flush() if full or time.monotonic() - self.since >= COMMIT_SECONDS else 0
+
+    def flush(self) -> int:
+        """Commit the buffer in one transaction; returns its number of outcomes."""
+        count = len(self.keys)
+        if count:
+            tops = np.stack(self.tops)
+            self.db.put_outcomes(self.keys, tops, self.ties, correct_counts(tops, self.labels, self.n_classes, self.intact_topk))
+        self.keys, self.tops, self.ties, self.since = [], [], [], time.monotonic()
+        return count
+
+
+def _check_plans(model: nn.Module, plans: list[Plan]) -> None:
+    """:func:`check_lesion` for every lesion, the model's layers listed once (a plan may hold 10⁶ lesions)."""
+    known = {name: layer.n_units for name, layer in check_lesion(model, INTACT).items()}
+    for plan in plans:
+        for lesion in plan:
+            for name, units in lesion.units:
+                if name not in known or not 0 <= min(units) <= max(units) < known[name]:
+                    check_lesion(model, lesion)  # raises for a bad lesion; accepts a named non-lesionable module
 
 
 def _unique(plans: list[Plan]) -> list[Lesion]:

@@ -10,6 +10,8 @@ import pandas as pd
 
 #: Metric names of :func:`class_metrics`, in table order.
 METRICS = ("n", "top1", "topk", "lost", "gained")
+#: What :func:`correct_counts` counts, in its order: samples right at top-1, right at top-k, lost, gained.
+COUNTS = ("top1", "topk", "lost", "gained")
 
 
 def correct(topk: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -63,6 +65,57 @@ def class_metrics(
             "lost": per_class(lost),
             "gained": per_class(gained),
         }
+
+
+def correct_counts(
+    tops: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    intact_topk: np.ndarray | None = None,
+) -> np.ndarray:
+    """:data:`COUNTS` of R outcomes at once, per class and overall: int64 of shape (R, 4, n_classes + 1).
+
+    ``tops``: (R, N, k) top-k predictions; ``labels`` (N,); ``intact_topk`` (N, k) as in
+    :func:`class_metrics`, from whose counts (:func:`metrics_from_counts`) its values follow exactly.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    tops = np.asarray(tops)
+    top1 = tops[:, :, 0] == labels
+    if intact_topk is None:
+        lost = gained = np.zeros_like(top1)
+    else:
+        before = np.asarray(intact_topk)[:, 0] == labels
+        lost, gained = before & ~top1, ~before & top1
+    exact = np.float32 if len(labels) < 2**24 else np.float64  # sums of 0/1 below 2**24 are exact in float32
+    in_topk = top1.copy()
+    for j in range(1, tops.shape[2]):  # k column passes: far faster than .any(axis=2) over a short last axis
+        in_topk |= tops[:, :, j] == labels
+    hits = np.stack([top1, in_topk, lost, gained], axis=1).astype(exact)  # (R, 4, N)
+    member = np.zeros((len(labels), n_classes + 1), dtype=exact)
+    member[np.arange(len(labels)), labels] = 1.0
+    member[:, n_classes] = 1.0
+    return np.rint(hits @ member).astype(np.int64)
+
+
+def metrics_from_counts(counts: np.ndarray, n: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`class_metrics`'s dict (each value (..., n_classes + 1)) from :func:`correct_counts`
+    (..., 4, n_classes + 1) and the per-class sample counts ``n`` (n_classes + 1,)."""
+    counts = counts.astype(np.float64)
+    n = np.broadcast_to(np.asarray(n, dtype=np.float64), counts[..., 0, :].shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "n": n,
+            "top1": counts[..., 0, :] / n,
+            "topk": counts[..., 1, :] / n,
+            "lost": counts[..., 2, :],
+            "gained": counts[..., 3, :],
+        }
+
+
+def class_sizes(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Samples per class and in all, (n_classes + 1,) float64."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes).astype(np.float64)
+    return np.append(counts, counts.sum())
 
 
 def tidy(metrics: dict[str, np.ndarray], class_names: tuple[str, ...] | list[str]) -> pd.DataFrame:

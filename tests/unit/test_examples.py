@@ -31,6 +31,7 @@ def test_the_digits_example_is_the_demo():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.toml")))
+@pytest.mark.usefixtures("synthetic_idx")
 def test_every_example_runs_at_a_tiny_size(name, tmp_path):
     data_dir = fake_mnist_family(tmp_path / "data", "fashion-mnist", n_test=60, n_train=100)
     settings = tiny(tomllib.loads((EXAMPLES / name).read_text()), data_dir)

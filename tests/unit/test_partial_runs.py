@@ -44,15 +44,15 @@ def test_summary_of_a_run_without_outcomes_says_so(tmp_path: Path, checkpoint: P
 def test_interrupt_says_what_is_stored_and_the_rerun_completes(tmp_path: Path, checkpoint: Path, capsys, monkeypatch) -> None:
     import lesion._sweep as sweep_module
 
-    real, calls = sweep_module.class_metrics, []
+    real, calls = sweep_module._Writer.add, []
 
-    def interrupt_on_the_fourth(*args, **kwargs):
+    def interrupt_on_the_third(self, outcome):  # the intact network and two lesions are stored by then
         calls.append(1)
-        if len(calls) == 4:
+        if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(*args, **kwargs)
+        return real(self, outcome)
 
-    monkeypatch.setattr(sweep_module, "class_metrics", interrupt_on_the_fourth)
+    monkeypatch.setattr(sweep_module._Writer, "add", interrupt_on_the_third)
     out = tmp_path / "run"
     assert run(sweep_args(str(checkpoint), str(out))) == 130
     err = capsys.readouterr().err
@@ -60,7 +60,7 @@ def test_interrupt_says_what_is_stored_and_the_rerun_completes(tmp_path: Path, c
     assert run(["summary", str(out)]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("3 of 7 lesions stored") and "Intact network" in printed
-    monkeypatch.setattr(sweep_module, "class_metrics", real)
+    monkeypatch.setattr(sweep_module._Writer, "add", real)
     assert run(sweep_args(str(checkpoint), str(out))) == 0
     assert Run(out).lesions()["done"].all()
     assert "lesions stored" not in capsys.readouterr().out

@@ -335,6 +335,8 @@ ENGINE_OPTIONS: dict[str, tuple[Any, Any]] = {
     "float32_check": (Annotated[int, typer.Option("--float32-check", help="With --autocast: lesions re-evaluated in float32.")], 16),
     "channels_last": (Annotated[bool, typer.Option("--channels-last/--no-channels-last", help="Fast engine: channels-last inputs (faster convolutions on GPUs).")], False),
     "compile": (Annotated[bool, typer.Option("--compile/--no-compile", help="Fast engine: torch.compile the network after each cut.")], False),
+    "backend": (Annotated[str, typer.Option("--backend", help="local, or ray: the sweeps' lesions in shards on a Ray cluster (pip install 'lesion[ray]').")], "local"),
+    "address": (Annotated[str | None, typer.Option("--address", help="With --backend ray: the cluster's address (default: a local instance).")], None),
 }
 
 

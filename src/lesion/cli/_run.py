@@ -8,7 +8,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.table import Table
 
-from lesion._errors import LesionError
+from lesion._errors import LesionError, closest
 from lesion.cli._app import app
 from lesion.cli._common import (
     MAX_SEED,
@@ -110,6 +110,8 @@ def sweep(
     float32_check: Annotated[int, typer.Option(help="With --autocast: lesions (spread over the plan) re-evaluated in float32.")] = 16,
     channels_last: Annotated[bool, typer.Option(help="Fast engine: channels-last inputs (faster convolutions on GPUs).")] = False,
     compile: Annotated[bool, typer.Option(help="Fast engine: torch.compile the network after each cut (pays off on long GPU sweeps).")] = False,
+    backend: Annotated[str, typer.Option(help="local, or ray: shards on a Ray cluster (pip install 'lesion[ray]').")] = "local",
+    address: Annotated[str | None, typer.Option(help="With --backend ray: the cluster's address (ray start --head prints it; 'auto': this node's).")] = None,
 ) -> None:
     """Lesion the selected units (singly or in pairs), evaluate on the test split, store every outcome.
 
@@ -118,6 +120,8 @@ def sweep(
     On a GPU: lesion sweep -m vgg19_bn -c vgg.pt -d folder ... --device cuda --autocast bf16 --channels-last
 
     A rerun into the same --out resumes; one process at a time writes a run (a second one is refused).
+
+    On a Ray cluster: lesion sweep ... --backend ray --address HEAD:6379
     """
     import lesion
     from lesion.engine import EngineOptions
@@ -128,6 +132,12 @@ def sweep(
         autocast=autocast.value if autocast else None, float32_check=float32_check,
         channels_last=channels_last, compile=compile, build=EngineOptions,
     )
+    from lesion._sweep import BACKENDS
+
+    if backend not in BACKENDS:
+        raise LesionError(f"--backend: expected one of {BACKENDS}, got {backend!r}{closest(backend, BACKENDS)}")
+    if address is not None and backend != "ray":
+        raise LesionError(f"--address: for --backend ray only; got --address {address!r} with --backend {backend}")
     at_least("--limit", limit, 1)
     proportions = _fraction_options(plan, fractions, select, draws, seed)
     check_run_dir(out)
@@ -141,7 +151,7 @@ def sweep(
     try:
         run = lesion.sweep(
             net, split, lesions, out, model_name=model or (checkpoint.name if checkpoint else "custom"),
-            options=options, extend=extend, progress=True,
+            options=options, extend=extend, progress=True, backend=backend, address=address,
         )
     except KeyboardInterrupt:
         interrupted(out)

@@ -6,12 +6,16 @@ for row):
 - ``meta(key, value)``: JSON values: format, config, model and dataset fingerprints, versions.
 - ``arrays(name, dtype, shape, data)``: small numpy arrays (the labels, random draws, ...).
 - ``lesions(id, key, plan, method, layers, size)``: every lesion of every plan, registered up front.
-- ``outcomes(lesion_id, topk, near_ties)``: the per-sample top-k, zlib-compressed; a lesion's
-  matrix is stored XOR the intact network's, so the unchanged samples compress to almost nothing.
-- ``metrics(lesion_id, class, metric, value)``: per-class (class -1: overall) n, top1, topk, lost, gained.
+- ``outcomes(lesion_id, topk, near_ties)``: the per-sample top-k, stored XOR the intact network's
+  (the intact network's own: XOR 0) as a bit mask of the N samples that differ followed by their
+  XOR rows (uint8, or uint16 past 256 classes), zlib-compressed (level 1): a lesion that changes few
+  samples takes a few bytes beyond its N/8-byte mask.
+- ``metrics(lesion_id, counts)``: int32 (4, n_classes + 1) counts of samples right at top-1, right
+  at top-k, lost and gained per class (last column: all); the accuracies follow exactly from the
+  labels (:func:`lesion.metrics.metrics_from_counts`).
 
-Each lesion's outcome and metrics are committed in one transaction, so a killed run resumes without
-gaps or duplicates.
+Outcomes are committed in batches (:meth:`RunDB.put_outcomes`), each batch, with its metrics, in one
+transaction, so a killed run resumes without gaps or duplicates.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import os
 import platform
 import sqlite3
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,10 +34,9 @@ import numpy as np
 
 from lesion._errors import LesionError
 from lesion._lesion import Lesion
-from lesion.metrics import METRICS
 from lesion.store._lock import LOCK_NAME
 
-FORMAT = "lesion-run/1"
+FORMAT = "lesion-run/2"
 DB_NAME = "results.sqlite"
 
 _SCHEMA = """
@@ -44,9 +47,7 @@ CREATE TABLE IF NOT EXISTS lesions(
   method TEXT NOT NULL, layers TEXT NOT NULL, size INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS outcomes(
   lesion_id INTEGER PRIMARY KEY REFERENCES lesions(id), topk BLOB NOT NULL, near_ties INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS metrics(
-  lesion_id INTEGER NOT NULL REFERENCES lesions(id), class INTEGER NOT NULL, metric TEXT NOT NULL, value REAL,
-  PRIMARY KEY(lesion_id, class, metric)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS metrics(lesion_id INTEGER PRIMARY KEY REFERENCES lesions(id), counts BLOB NOT NULL);
 """
 
 
@@ -82,7 +83,10 @@ class RunDB:
         if fmt is None and not create:
             raise LesionError(f"{self.file} is not a lesion results database")
         if fmt is not None and fmt != FORMAT:
-            raise LesionError(f"{self.file} has format {fmt!r}; this version of lesion reads {FORMAT!r}")
+            raise LesionError(
+                f"{self.file} has format {fmt!r}; this version of lesion reads {FORMAT!r} only: "
+                "rerun the sweep into a new --out (or read it with the lesion version that wrote it)"
+            )
 
     def _has_meta(self) -> bool:
         return self.con.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone() is not None
@@ -145,25 +149,32 @@ class RunDB:
     def _dtype(self) -> np.dtype:
         return np.dtype(np.uint8 if self.get_meta("dataset")["n_classes"] <= 256 else np.uint16)
 
-    def put_outcome(
-        self, key: str, topk: np.ndarray, near_ties: int, metrics: dict[str, np.ndarray], intact: np.ndarray | None
-    ) -> None:
-        """Commit one lesion's outcome and metrics in one transaction (``intact``: None for the intact network)."""
-        coded = topk.astype(self._dtype())
-        if intact is not None:
-            coded = coded ^ intact.astype(coded.dtype)
+    def put_outcomes(self, keys: Sequence[str], tops: np.ndarray, near_ties: Sequence[int], counts: np.ndarray) -> None:
+        """Commit R outcomes and their metrics in one transaction.
+
+        ``tops`` (R, N, k) top-k predictions; ``counts`` (R, 4, n_classes + 1) from
+        :func:`lesion.metrics.correct_counts`. ``"intact"`` must be committed alone, before any lesion.
+        """
+        coded = tops.astype(self._dtype())
+        if list(keys) != ["intact"]:
+            coded ^= self._intact_topk().astype(coded.dtype)
+        changed = coded[:, :, 0] != 0  # (R, N); k column passes: far faster than .any(axis=2)
+        for j in range(1, coded.shape[2]):
+            changed |= coded[:, :, j] != 0
+        masks = np.packbits(changed, axis=1)
+        blobs = [zlib.compress(masks[i].tobytes() + coded[i][changed[i]].tobytes(), 1) for i in range(len(coded))]
+        counts32 = np.ascontiguousarray(counts, dtype="<i4")
         with self.transaction() as con:
-            (lesion_id,) = con.execute("SELECT id FROM lesions WHERE key=?", (key,)).fetchone()
-            con.execute("INSERT INTO outcomes VALUES (?, ?, ?)", (lesion_id, zlib.compress(coded.tobytes()), near_ties))
+            stored = con.executemany(
+                "INSERT INTO outcomes SELECT id, ?, ? FROM lesions WHERE key = ?",
+                [(blob, int(ties), key) for blob, ties, key in zip(blobs, near_ties, keys, strict=True)],
+            ).rowcount
             con.executemany(
-                "INSERT INTO metrics VALUES (?, ?, ?, ?)",
-                [
-                    (lesion_id, c if c < len(values) - 1 else -1, name, None if np.isnan(v) else float(v))
-                    for name in METRICS
-                    for values in [metrics[name]]
-                    for c, v in enumerate(values)
-                ],
+                "INSERT INTO metrics SELECT id, ? FROM lesions WHERE key = ?",
+                [(c.tobytes(), key) for c, key in zip(counts32, keys, strict=True)],
             )
+            if stored != len(keys):  # a key that is not registered selects no row: refuse the whole batch
+                raise LesionError(f"put_outcomes: {len(keys) - stored} of {len(keys)} keys are not registered lesions of this run")
 
     def topk(self, key: str) -> np.ndarray:
         """The stored (N, k) top-k matrix of a lesion (int64)."""
@@ -173,10 +184,26 @@ class RunDB:
         if row is None:
             raise LesionError(f"run {str(self.dir)!r} has no outcome for lesion {key!r}")
         n, k = self.get_meta("dataset")["n"], self.get_meta("config")["k"]
-        coded = np.frombuffer(zlib.decompress(row[0]), dtype=self._dtype()).reshape(n, k)
+        dtype = self._dtype()
+        raw = zlib.decompress(row[0])
+        n_mask = (n + 7) // 8
+        changed = np.unpackbits(np.frombuffer(raw, np.uint8, n_mask), count=n).astype(bool)
+        coded = np.zeros((n, k), dtype=dtype)
+        coded[changed] = np.frombuffer(raw, dtype, offset=n_mask).reshape(-1, k)
         if key != "intact":
-            coded = coded ^ self._intact_topk().astype(coded.dtype)
+            coded ^= self._intact_topk().astype(dtype)
         return coded.astype(np.int64)
+
+    def iter_counts(self, plan: str | None = None, chunk: int = 4096) -> Iterator[tuple[list[tuple[str, str, str, int]], np.ndarray]]:
+        """The stored counts of every finished lesion (of ``plan``), in lesion order, ``chunk`` lesions at a
+        time: ([(key, plan, layers, size)], int64 counts (r, 4, n_classes + 1))."""
+        width = self.get_meta("dataset")["n_classes"] + 1
+        query = "SELECT l.key, l.plan, l.layers, l.size, m.counts FROM metrics m JOIN lesions l ON l.id = m.lesion_id"
+        cursor = self.con.execute(query + (" WHERE l.plan = ?" if plan is not None else "") + " ORDER BY m.lesion_id",
+                                  () if plan is None else (plan,))
+        while rows := cursor.fetchmany(chunk):
+            counts = np.frombuffer(b"".join(r[4] for r in rows), "<i4").reshape(len(rows), 4, width).astype(np.int64)
+            yield [r[:4] for r in rows], counts
 
     def _intact_topk(self) -> np.ndarray:
         """The intact network's top-k, read once: it is written once, before any lesion's."""

@@ -18,15 +18,18 @@ from torch import nn
 
 from lesion._sweep import sweep
 from lesion.data import Split
+from lesion.engine import EngineOptions
 from lesion.plans import Plan
 from lesion.store import Run
 from lesion.studies._validate import validation_error
 
 
 class EngineConfig(BaseModel):
-    """How lesions are evaluated: engine, device, precision, memory, batch size.
+    """How lesions are evaluated: engine, device, precision, memory, batch size, backend.
 
     ``memory`` takes bytes or a size such as ``"2G"``. ``device`` must be available here.
+    ``backend = "ray"`` evaluates the sweeps' lesions on a Ray cluster (``address``: its head;
+    default: a local instance), with the same stored outcomes as ``"local"``.
 
     >>> EngineConfig(memory="512M").memory
     536870912
@@ -42,6 +45,8 @@ class EngineConfig(BaseModel):
     float32_check: int = Field(default=16, ge=0)
     channels_last: bool = False
     compile: bool = False
+    backend: Literal["local", "ray"] = "local"
+    address: str | None = None
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -77,11 +82,14 @@ class EngineConfig(BaseModel):
         The model runs on ``device`` for the sweep only and is moved back afterwards.
         """
         with on_device(model, self.device):
-            return sweep(
-                model, split, plans, out, engine=self.engine, batch_size=self.batch_size, memory=self.memory,
-                autocast=self.autocast, float32_check=self.float32_check, channels_last=self.channels_last,
-                compile=self.compile, **kwargs,
-            )
+            return sweep(model, split, plans, out, options=self.options(), backend=self.backend, address=self.address, **kwargs)
+
+    def options(self) -> EngineOptions:
+        """These settings as the engine's own validated :class:`lesion.engine.EngineOptions`."""
+        return EngineOptions(
+            engine=self.engine, device=self.device, batch_size=self.batch_size, memory=self.memory, autocast=self.autocast,
+            float32_check=self.float32_check, channels_last=self.channels_last, compile=self.compile,
+        )
 
 
 @contextmanager
