@@ -44,8 +44,16 @@ def train(
     threads: Annotated[int, typer.Option(help="torch threads (0: torch's default). Tiny networks train fastest on 1.")] = 0,
     workers: Annotated[int, typer.Option(help="Seeds trained at once, one process and one thread each (e.g. one per core).")] = 1,
     device: DeviceOpt = "cpu",
+    optimizer: Annotated[str, typer.Option(help="sgd (with --momentum; 0 for plain SGD) or adam (torch's default betas).")] = "sgd",
+    batch_norm: Annotated[bool, typer.Option("--batch-norm", help="Variant: batch norm after each hidden layer (meyes2019-mlp, meyes2020-cnn).")] = False,
+    dropout: Annotated[float, typer.Option(help="Variant: dropout probability after each hidden fc layer (meyes2019-mlp, meyes2020-cnn).")] = 0.0,
+    label_noise: Annotated[float, typer.Option(help="Variant: fraction of training labels replaced by uniformly random ones (Morcos et al. 2018).")] = 0.0,
+    label_noise_seed: Annotated[int, typer.Option(help="Seed of the label corruption (the same for every network).")] = 0,
 ) -> None:
-    """Train one network per seed with SGD + momentum on the cross-entropy loss (the papers' recipe).
+    """Train one network per seed with SGD + momentum on the cross-entropy loss (the papers' recipe) or a variant.
+
+    Variants (--optimizer, --lr, --batch-norm, --dropout, --label-noise) are stored in each
+    checkpoint's config, so runs made from it differ in identity.
 
     Each checkpoint holds the initial and trained weights, the config and per-epoch accuracies;
     the same seed gives the same bytes on CPU. Rerun into the same --out to resume.
@@ -60,17 +68,24 @@ def train(
 
     check_device(device)
     preset = PRESETS.get(model, {"epochs": 10, "lr": 0.01, "momentum": 0.9, "batch_size": 64})
+    default_momentum = 0.0 if optimizer == "adam" else preset["momentum"]
     hparams: dict[str, Any] = {
         "epochs": epochs if epochs is not None else preset["epochs"],
         "lr": lr if lr is not None else preset["lr"],
-        "momentum": momentum if momentum is not None else preset["momentum"],
+        "momentum": momentum if momentum is not None else default_momentum,
         "batch_size": batch_size if batch_size is not None else preset["batch_size"],
     }
+    variants: dict[str, Any] = {"optimizer": optimizer, "label_noise": label_noise, "label_noise_seed": label_noise_seed}
+    model_kwargs = parse_kwargs(model_arg)
+    if batch_norm:
+        model_kwargs["batch_norm"] = True
+    if dropout:
+        model_kwargs["dropout"] = dropout
     dataset = load_dataset(data, data_dir, normalize=normalize)
     with torch_threads(threads) if threads else contextlib.nullcontext():
         paths = train_population(
-            model, dataset, parse_seeds(seeds), out, model_kwargs=parse_kwargs(model_arg), progress=True,
-            workers=workers, device=device, **hparams,
+            model, dataset, parse_seeds(seeds), out, model_kwargs=model_kwargs, progress=True,
+            workers=workers, device=device, **hparams, **variants,
         )
     import json
 

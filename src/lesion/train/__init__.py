@@ -12,19 +12,30 @@ from lesion.train._recover import (
     recover_iterative,
     should_stop,
 )
-from lesion.train._train import PRESETS, EpochStats, train_model, train_population
+from lesion.train._train import (
+    OPTIMIZERS,
+    PRESETS,
+    EpochStats,
+    corrupt_labels,
+    train_model,
+    train_population,
+    variant,
+)
 
 __all__ = [
+    "OPTIMIZERS",
     "PRESETS",
     "EpochStats",
     "Iteration",
     "IterativeRecovery",
     "Recovery",
     "RecoveryCurve",
+    "corrupt_labels",
     "recover",
     "recover_instances",
     "recover_iterative",
     "should_stop",
     "train_model",
     "train_population",
+    "variant",
 ]
