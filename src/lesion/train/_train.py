@@ -226,7 +226,7 @@ def corrupt_labels(labels: torch.Tensor, fraction: float, n_classes: int, seed: 
     check_int("n_classes", n_classes, 2)
     rng = np.random.default_rng(seed)
     n = len(labels)
-    chosen = np.sort(rng.choice(n, size=int(round(fraction * n)), replace=False))
+    chosen = np.sort(rng.choice(n, size=round(fraction * n), replace=False))
     new = labels.clone()
     new[torch.from_numpy(chosen)] = torch.from_numpy(rng.integers(0, n_classes, size=len(chosen))).to(labels.dtype)
     return new, chosen.astype(np.int64)
