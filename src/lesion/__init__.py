@@ -18,7 +18,7 @@ from lesion._units import Layer, layers, select
 from lesion.data import Dataset, Split, load_dataset
 from lesion.engine import Outcome, capture_activations, estimate, evaluate
 from lesion.models import build_model, load_model
-from lesion.plans import Plan, pairs, single
+from lesion.plans import Plan, cumulative, pairs, single
 from lesion.store import Run
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "Split",
     "build_model",
     "capture_activations",
+    "cumulative",
     "estimate",
     "evaluate",
     "layers",

@@ -36,6 +36,7 @@ NormalizeOpt = Annotated[str | None, typer.Option("--normalize", help="unit ([0,
 class PlanKind(str, Enum):
     single = "single"
     pairs = "pairs"
+    cumulative = "cumulative"
 
 
 class Method(str, Enum):

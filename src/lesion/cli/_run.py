@@ -75,6 +75,7 @@ def sweep(
     float32_check: Annotated[int, typer.Option(help="With --autocast: lesions (spread over the plan) re-evaluated in float32.")] = 16,
     channels_last: Annotated[bool, typer.Option(help="Fast engine: channels-last inputs (faster convolutions on GPUs).")] = False,
     compile: Annotated[bool, typer.Option(help="Fast engine: torch.compile the network after each cut (pays off on long GPU sweeps).")] = False,
+    step: Annotated[int, typer.Option(help="--plan cumulative: units added per step (random orders, seeds 0-2).")] = 1,
 ) -> None:
     """Lesion the selected units (singly or in pairs), evaluate on the test split, store every outcome.
 
@@ -85,9 +86,10 @@ def sweep(
     import lesion
 
     net, split = model_and_split(model, checkpoint, model_arg, data, data_dir, normalize, limit, device)
-    make = lesion.single if plan is PlanKind.single else lesion.pairs
+    make = {PlanKind.single: lesion.single, PlanKind.pairs: lesion.pairs}.get(plan)
+    made = make(net, select, method.value) if make else lesion.cumulative(net, select, step=step, method=method.value)
     run = lesion.sweep(
-        net, split, make(net, select, method.value), out, model_name=model or str(checkpoint),
+        net, split, made, out, model_name=model or str(checkpoint),
         engine=engine, batch_size=batch_size, memory=parse_bytes(memory), progress=True,
         autocast=autocast.value if autocast else None, float32_check=float32_check,
         channels_last=channels_last, compile=compile,
