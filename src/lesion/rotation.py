@@ -111,13 +111,14 @@ def rotate(model: nn.Sequential, layer: str, *, seed: int = 0, q: torch.Tensor |
 def _rotation_module(source: nn.Module, q: torch.Tensor, dtype: torch.dtype) -> nn.Module:
     """z = Q h: a bias-free Linear (n, n), or a 1×1 convolution of the source's dimensionality."""
     n = q.shape[0]
+    module: nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d
     if isinstance(source, nn.Linear):
-        module: nn.Module = nn.Linear(n, n, bias=False, dtype=dtype)
+        module = nn.Linear(n, n, bias=False, dtype=dtype)
         kernel = q
     else:
-        conv = type(source)
-        module = conv(n, n, 1, bias=False, dtype=dtype)
-        kernel = q.reshape(n, n, *[1] * (source.weight.dim() - 2))
+        spatial = len(getattr(source, "kernel_size"))  # noqa: B009 (typed as Any on purpose)
+        module = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[spatial - 1](n, n, 1, bias=False, dtype=dtype)
+        kernel = q.reshape(n, n, *[1] * spatial)
     with torch.no_grad():
         module.weight.copy_(kernel.to(dtype))
     return module.requires_grad_(False)
