@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib
 import pytest
 
-from lesion.studies.meyes2019_mlp import run_meyes2019_mlp
+from lesion.studies.meyes2019_mlp._stages import run_meyes2019_mlp
 
 matplotlib.use("Agg")
 

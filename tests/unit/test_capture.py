@@ -10,7 +10,7 @@ from lesion import Lesion, LesionError, lesioned
 from lesion.data import Split
 from lesion.engine._capture import capture_activations, load_activations
 from lesion.models import meyes2020_cnn
-from lesion.studies.meyes2020_cnn import CAPTURE_POINTS
+from lesion.studies.meyes2020_cnn._stages import CAPTURE_POINTS
 
 LOG_SOFTMAX = {"out": lambda z: torch.log_softmax(z, 1)}
 

@@ -6,10 +6,11 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
-import typer
 from typer.testing import CliRunner
 
 import lesion
+from fixtures.regression import compare_study, mlp_args
+from lesion.cli import app
 from lesion.plots._mlp import (
     AttributeDropScatter,
     CoefficientDensity,
@@ -18,7 +19,7 @@ from lesion.plots._mlp import (
     outcome_categories,
 )
 from lesion.stats import benjamini_hochberg
-from lesion.studies._mlp_analysis import (
+from lesion.studies.meyes2019_mlp._analysis import (
     attribute_correlations,
     lesion_effects,
     pair_analysis,
@@ -27,8 +28,7 @@ from lesion.studies._mlp_analysis import (
     unit_attributes,
     with_tests,
 )
-from lesion.studies._mlp_summary import ROWS
-from lesion.studies.cli_meyes2019_mlp import command
+from lesion.studies.meyes2019_mlp._report import ROWS
 from lesion.testing import toy_data, toy_network
 
 matplotlib.use("Agg")
@@ -255,12 +255,8 @@ FIGURES = (
 
 @pytest.mark.slow
 def test_reproduce_command_on_digits(tmp_path):
-    app = typer.Typer()
-    app.command("meyes2019-mlp")(command)
-    app.command("other")(lambda: None)  # two commands, so the name is part of the command line
     out = tmp_path / "study"
-    args = ["meyes2019-mlp", "--data", "digits", "--networks", "3", "--epochs", "5", "--out", str(out), "--quiet"]
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(app, mlp_args(out))
     assert result.exit_code == 0, result.output
     for name in FIGURES:
         for suffix in (".png", ".svg"):
@@ -280,10 +276,11 @@ def test_reproduce_command_on_digits(tmp_path):
     effects = pd.read_csv(out / "tables" / "effects.csv")
     assert len(effects) == 3 * (30 + 190) * 11
     assert {"mcnemar_p", "bh_q", "bh_reject"} <= set(effects.columns)
+    compare_study("meyes2019-mlp", out)  # the numbers of the study before its port to the scaffold
 
 
 def test_bad_arguments_change_nothing(tmp_path):
-    from lesion.studies.meyes2019_mlp import run_meyes2019_mlp
+    from lesion.studies.meyes2019_mlp._stages import run_meyes2019_mlp
 
     with pytest.raises(lesion.LesionError, match="networks"):
         run_meyes2019_mlp(tmp_path / "x", data="digits", networks=0)
@@ -294,7 +291,7 @@ def test_bad_arguments_change_nothing(tmp_path):
 
 def test_reused_population_is_checked(tmp_path):
     from lesion.data import digits
-    from lesion.studies.meyes2019_mlp import _population_checkpoints
+    from lesion.studies.meyes2019_mlp._stages import _population_checkpoints
     from lesion.train import train_population
 
     (path,) = train_population("meyes2019-mlp", digits(), [4], tmp_path, epochs=1, lr=0.01, momentum=0.9,

@@ -9,32 +9,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import typer
 from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
 
 from lesion import Lesion, LesionError, Split, evaluate, lesioned
 from lesion._threads import torch_threads
+from lesion.cli import app
 from lesion.models import build_model
 from lesion.models._vgg import vgg_conv_layers
-from lesion.studies._vgg_analysis import spread
-from lesion.studies._vgg_report import SECTIONS
-from lesion.studies.cli_meyes2019_vgg import command, recover_command
-from lesion.studies.meyes2019_vgg import block_output, point_plan, run_meyes2019_vgg
+from lesion.studies.meyes2019_vgg._analysis import spread
+from lesion.studies.meyes2019_vgg._report import SECTIONS
+from lesion.studies.meyes2019_vgg._stages import block_output, point_plan, run_meyes2019_vgg
 
 FIGURES = (
     "fig14-depth-top1", "fig15-depth-top5", "fig16-classes-top5", "fig16-classes-top1", "fig17-class-drops-top5",
     "fig17-class-drops-top1", "fig18-recovery-instances", "fig19-recovery-iterative", "lesion-points",
 )
-
-
-def cli(*functions: object) -> typer.Typer:
-    app = typer.Typer()
-    app.callback()(lambda: None)  # a group, so the commands are addressed by name
-    for function in functions:
-        app.command(function.__name__)(function)  # type: ignore[attr-defined]
-    return app
 
 
 # --- depth-resolved aggregation -----------------------------------------------------------
@@ -147,12 +138,12 @@ def test_small_reproduction_writes_every_figure_table_and_section(tmp_path: Path
     data_dir = fake_fashion_mnist(tmp_path / "data")
     out = tmp_path / "study"
     args = [
-        "command", "--small", "--data", "fashion-mnist", "--data-dir", str(data_dir), "--out", str(out),
+        "reproduce", "meyes2019-vgg", "--small", "--data", "fashion-mnist", "--data-dir", str(data_dir), "--out", str(out),
         "--fraction", "0.1", "--fraction", "0.25", "--eval-samples", "200", "--epochs", "1", "--width-divisor", "16",
         "--recovery-samples", "100", "--instances", "1", "--recovery-epochs", "1", "--max-epochs", "1",
         "--max-iterations", "2", "--threads", "1",
     ]
-    result = CliRunner().invoke(cli(command), args)
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     for name in FIGURES:
         for suffix in ("png", "svg"):
@@ -169,7 +160,7 @@ def test_small_reproduction_writes_every_figure_table_and_section(tmp_path: Path
     assert [run["run"] for run in iterative["runs"]] == [1, 2]
     assert (out / "recovery" / recovered[0] / "iterative" / "checkpoints" / "iteration-002.pt").is_file()
 
-    again = CliRunner().invoke(cli(command), [*args[:-2], "--lesion-point", "block"])
+    again = CliRunner().invoke(app, [*args[:-2], "--lesion-point", "block"])
     assert again.exit_code != 0 and "differs in ['lesion_point']" in str(again.exception)
 
 
@@ -203,12 +194,12 @@ def test_imagenet_path_runs_on_a_synthetic_image_folder(tmp_path: Path) -> None:
 
     out = tmp_path / "recover"
     args = [
-        "recover_command", "--model", "vgg11_bn", "--checkpoint", str(weights), "--data", "folder",
+        "recover", "--model", "vgg11_bn", "--checkpoint", str(weights), "--data", "folder",
         "--train-dir", str(train_dir), "--val-dir", str(val_dir), "--layer", "features.4", "--protocol", "iterative",
         "--epochs", "1", "--max-epochs", "1", "--max-iterations", "1", "--out", str(out), "--threads", "1",
         *[item for key, value in kwargs.items() for item in ("--model-arg", f"{key}={value}")],
     ]
-    ran = CliRunner().invoke(cli(recover_command), args)
+    ran = CliRunner().invoke(app, args)
     assert ran.exit_code == 0, ran.output
     for name in ("recovery.json", "history.csv", "classes.csv", "recovery-iterative.png", "recovery-iterative.svg"):
         assert (out / name).is_file(), name

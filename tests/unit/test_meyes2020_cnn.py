@@ -9,19 +9,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-import typer
 from typer.testing import CliRunner
 
+from fixtures.regression import cnn_args, cnn_checkpoint
 from lesion import LesionError
-from lesion.data import load_dataset
+from lesion.cli import app
 from lesion.models import meyes2020_cnn
 from lesion.plans import fraction
 from lesion.plots._cnn import LayerLesionBars
-from lesion.studies import _cnn_analysis as analysis
-from lesion.studies.cli_meyes2020_cnn import command
-from lesion.studies.meyes2020_cnn import LESION_LAYERS, run_meyes2020_cnn
-from lesion.train import train_model
+from lesion.studies.meyes2020_cnn import _analysis as analysis
+from lesion.studies.meyes2020_cnn._stages import LESION_LAYERS, run_meyes2020_cnn
 
 # --- synthetic MNIST-family files -----------------------------------------------------------
 
@@ -158,20 +155,9 @@ def test_training_without_the_train_split_names_the_file_and_checkpoint(tmp_path
 
 @pytest.mark.slow
 def test_reproduce_end_to_end_at_a_tiny_scale(tmp_path) -> None:
-    root = fake_mnist_family(tmp_path / "data", "kmnist", n_test=200, n_train=None)
-    fake_mnist_family(tmp_path / "data", "mnist", n_test=50, n_train=300)
-    data = load_dataset("mnist", root, normalize="half")
-    checkpoint = train_model(
-        "meyes2020-cnn", data, seed=0, epochs=1, lr=0.01, momentum=0.9, batch_size=32, model_kwargs={"width": 4}
-    )
-    torch.save(checkpoint, tmp_path / "cnn.pt")
-    app = typer.Typer()
-    app.command()(command)
+    root, checkpoint = cnn_checkpoint(tmp_path)
     out = tmp_path / "study"
-    args = [
-        "--dataset", "kmnist", "--data-dir", str(root), "--checkpoint", str(tmp_path / "cnn.pt"), "--out", str(out),
-        "--draws", "3", "--embed-samples", "60", "--limit", "100",
-    ]
+    args = cnn_args(root, checkpoint, out)
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "kmnist: top-1" in result.output

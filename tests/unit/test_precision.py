@@ -44,7 +44,7 @@ def test_rounding_network_flips_exactly_the_rounded_samples(tmp_path: Path, auto
 
 
 def _summary(run: Run) -> str:
-    from lesion.studies._summary import run_summary
+    from lesion.report._summary import run_summary
 
     return run_summary(run).text
 

@@ -111,7 +111,7 @@ def model_and_split(
 
 
 def print_summary(run: Any, top: int = 5) -> None:
-    from lesion.studies._summary import run_summary
+    from lesion.report._summary import run_summary
 
     summary = run_summary(run, top=top)
     console.print(summary.text, highlight=False, soft_wrap=True)
@@ -143,3 +143,44 @@ def parse_kwargs(items: list[str] | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+# --- the engine options of every study command: one `EngineConfig` -------------------------
+
+ENGINE_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "engine_kind": (Annotated[str, typer.Option("--engine", help="auto, fast or reference (one full forward per lesion).")], "auto"),
+    "device": (Annotated[str, typer.Option("--device", help="cpu, cuda or mps: where the lesion sweeps run.")], "cpu"),
+    "batch_size": (Annotated[int, typer.Option("--batch-size", help="Samples per forward pass of the sweeps.")], 256),
+    "memory": (Annotated[str | None, typer.Option("--memory", help="Memory budget of the fast engine, e.g. 2G (default: automatic).")], None),
+    "autocast": (Annotated[Autocast | None, typer.Option("--autocast", help="Sweep in bf16 or fp16; the intact network and --float32-check lesions are re-checked in float32.")], None),
+    "float32_check": (Annotated[int, typer.Option("--float32-check", help="With --autocast: lesions re-evaluated in float32.")], 16),
+    "channels_last": (Annotated[bool, typer.Option("--channels-last/--no-channels-last", help="Fast engine: channels-last inputs (faster convolutions on GPUs).")], False),
+    "compile": (Annotated[bool, typer.Option("--compile/--no-compile", help="Fast engine: torch.compile the network after each cut.")], False),
+}
+
+
+def with_engine_options(command: Any) -> Any:
+    """``command`` (which takes ``engine: EngineConfig``) with the options of `ENGINE_OPTIONS` in its place."""
+    import functools
+    import inspect
+    import typing
+
+    from lesion.studies._engine import EngineConfig
+
+    hints = typing.get_type_hints(command, include_extras=True)
+    params = [p.replace(annotation=hints[p.name]) for p in inspect.signature(command).parameters.values() if p.name != "engine"]
+    params += [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=default)
+        for name, (kind, default) in ENGINE_OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        settings = {name: kwargs.pop(name) for name in ENGINE_OPTIONS}
+        settings["engine"] = settings.pop("engine_kind")
+        settings["autocast"] = settings["autocast"].value if settings["autocast"] else None
+        return command(**kwargs, engine=EngineConfig.of(**settings))
+
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper

@@ -1,10 +1,10 @@
-"""`lesion reproduce NAME`: the papers' studies, each from one command defined beside its study."""
+"""`lesion reproduce NAME`: one command per study of the registry `lesion.studies.STUDIES`."""
 
 from __future__ import annotations
 
 from lesion.cli._app import reproduce_app
-from lesion.studies import cli_meyes2019_mlp, cli_meyes2019_vgg, cli_meyes2020_cnn
+from lesion.cli._common import with_engine_options
+from lesion.studies import STUDIES, study_command
 
-reproduce_app.command("meyes2019-mlp")(cli_meyes2019_mlp.command)
-reproduce_app.command("meyes2019-vgg")(cli_meyes2019_vgg.command)
-reproduce_app.command("meyes2020-cnn")(cli_meyes2020_cnn.command)
+for _name in STUDIES:
+    reproduce_app.command(_name)(with_engine_options(study_command(_name).command))

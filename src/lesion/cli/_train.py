@@ -137,8 +137,8 @@ def recover(
     from lesion._threads import torch_threads
     from lesion.data import Dataset, load_dataset
     from lesion.models import load_model
-    from lesion.studies._vgg_report import save_recovery_figure
-    from lesion.studies.meyes2019_vgg import run_recovery, seeded_subset
+    from lesion.studies.meyes2019_vgg._report import save_recovery_figure
+    from lesion.studies.meyes2019_vgg._stages import run_recovery, seeded_subset
 
     net = load_model(model, checkpoint, **parse_kwargs(model_arg))
     if data == "folder":

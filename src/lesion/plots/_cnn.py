@@ -44,7 +44,7 @@ class LayerLesionBars:
     @classmethod
     def from_effects(cls, effects: pd.DataFrame, fraction: float, title: str = "") -> LayerLesionBars:
         """From the tidy table of :func:`lesion.studies.meyes2020_cnn.layer_effects`."""
-        from lesion.studies._cnn_analysis import class_drops
+        from lesion.studies.meyes2020_cnn._analysis import class_drops
 
         return cls(class_drops(effects, fraction).drop(columns="total"), fraction, title)
 

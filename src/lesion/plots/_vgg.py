@@ -57,7 +57,7 @@ class DepthProfile:
 
     @classmethod
     def from_table(cls, depth: pd.DataFrame, point: str, metric: str, fraction: float, class_name: str = "all") -> DepthProfile:
-        """From :func:`lesion.studies._vgg_analysis.layer_drops` rows of one point, metric, fraction and class."""
+        """From :func:`lesion.studies.meyes2019_vgg._analysis.layer_drops` rows of one point, metric, fraction and class."""
         rows = _select(depth, point, metric, fraction)
         rows = rows[rows["class"] == class_name].sort_values("depth")
         return cls(

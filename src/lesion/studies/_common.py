@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -49,14 +48,3 @@ class StageTimings:
         if not cached or name not in self.seconds:
             self.seconds[name] = round(time.perf_counter() - start, 1)
             self.path.write_text(json.dumps(self.seconds, indent=1))
-
-
-def file_sha256(path: Path, what: str) -> str:
-    """sha256 of a file read in 1 MiB blocks; ``what`` names it in the error when it is missing."""
-    if not path.is_file():
-        raise LesionError(f"{what} {str(path)!r} does not exist or is not a file")
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -14,8 +14,8 @@ from lesion.data import digits
 from lesion.models import load_model
 from lesion.plans import pairs, single
 from lesion.plots import ClassOutcomeBars, save_figure
+from lesion.report._summary import RunSummary, run_summary
 from lesion.store import Run
-from lesion.studies._summary import RunSummary, run_summary
 
 DEMO_MODEL = "meyes2019-mlp"
 DEMO_KWARGS: dict[str, Any] = {"in_features": 64}

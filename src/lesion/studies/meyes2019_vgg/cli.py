@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from lesion.studies._engine import EngineConfig
+
 
 class LesionPoint(str, Enum):
     conv = "conv"
@@ -38,6 +40,7 @@ def command(
     max_iterations: Annotated[int, typer.Option("--max-iterations", help="Iterations of the iterative protocol.")] = 6,
     seed: Annotated[int, typer.Option(help="Seed of training, the subsets and the recovery draws.")] = 0,
     threads: Annotated[int, typer.Option(help="torch threads (0: torch's default).")] = 0,
+    engine: EngineConfig | None = None,
 ) -> None:
     """Reproduce the VGG study of Meyes et al. (2019): filter-group lesions across depth, recovery training.
 
@@ -50,7 +53,7 @@ def command(
     """
     from rich.console import Console
 
-    from lesion.studies.meyes2019_vgg import FRACTIONS, run_meyes2019_vgg
+    from lesion.studies.meyes2019_vgg._stages import FRACTIONS, run_meyes2019_vgg
 
     result = run_meyes2019_vgg(
         out, small=small, data=data, data_dir=data_dir, weights=weights, train_dir=train_dir, val_dir=val_dir,
@@ -58,7 +61,8 @@ def command(
         lesion_point=lesion_point.value, compare_fraction=compare_fraction or None, epochs=epochs,
         width_divisor=width_divisor, train_samples=train_samples, recovery=recovery,
         recovery_samples=recovery_samples or None, instances=instances, recovery_epochs=recovery_epochs,
-        max_epochs=max_epochs, max_iterations=max_iterations, seed=seed, threads=threads or None, progress=True,
+        max_epochs=max_epochs, max_iterations=max_iterations, seed=seed, threads=threads or None, engine=engine,
+        progress=True,
     )
     console = Console()
     top = result.ranking.head(2)

@@ -32,14 +32,14 @@ import torch
 
 from lesion._errors import LesionError, check_int
 from lesion._lesion import Lesion
-from lesion._sweep import sweep
 from lesion._threads import torch_threads
 from lesion.data import Dataset, Split, load_dataset
 from lesion.models import load_checkpoint, load_model
 from lesion.plans import pairs, single
 from lesion.stats import OVERALL, ClassDropSpread, class_drop_spread
 from lesion.store import Run
-from lesion.studies._mlp_analysis import (
+from lesion.studies._engine import EngineConfig
+from lesion.studies.meyes2019_mlp._analysis import (
     attribute_correlations,
     attribute_effect_table,
     lesion_effects,
@@ -49,7 +49,7 @@ from lesion.studies._mlp_analysis import (
     unit_attributes,
     unit_drops,
 )
-from lesion.studies._mlp_summary import (
+from lesion.studies.meyes2019_mlp._report import (
     LOW_DROP_PP,
     StudyTables,
     class_gain_details,
@@ -77,7 +77,7 @@ class Meyes2019Result:
         Each network's checkpoint and sweep directory.
     attributes, effects, pairs, correlations : pandas.DataFrame
         Tidy tables over all networks (`unit_attributes`, `lesion_effects`, `pair_analysis`,
-        `attribute_correlations` of `lesion.studies._mlp_analysis`).
+        `attribute_correlations` of `lesion.studies.meyes2019_mlp._analysis`).
     spread : ClassDropSpread
         Figure 11: per class, the std over fc1 units of the class drop, per network and averaged.
     summary : pandas.DataFrame
@@ -117,7 +117,7 @@ def run_meyes2019_mlp(
     seed: int = 0,
     limit: int | None = None,
     alpha: float = 0.05,
-    engine: str = "auto",
+    engine: EngineConfig | None = None,
     workers: int | None = None,
     progress: bool = False,
 ) -> Meyes2019Result:
@@ -144,7 +144,8 @@ def run_meyes2019_mlp(
         Evaluate (lesions, attributes, t-SNE) on the first `limit` test samples only; training uses all.
     alpha : float, default=0.05
         False discovery rate of the Benjamini-Hochberg correction.
-    engine : {"auto", "fast", "reference"}, default="auto"
+    engine : EngineConfig, optional
+        How the sweeps run (device, precision, memory, batch size); default `EngineConfig()`.
     workers : int, optional
         Networks trained at once, one process and one thread each (default: one per CPU core).
     progress : bool, default=False
@@ -163,7 +164,7 @@ def run_meyes2019_mlp(
     if not 0 < alpha < 1:
         raise LesionError(f"alpha: expected a false discovery rate in (0, 1), got {alpha!r}")
     with torch_threads(1):
-        study = _Study(Path(out), data, data_dir, networks, epochs, population, seed, limit, alpha, engine, progress)
+        study = _Study(Path(out), data, data_dir, networks, epochs, population, seed, limit, alpha, engine or EngineConfig(), progress)
         return study.run(workers)
 
 
@@ -181,7 +182,7 @@ class _Study:
 
     def __init__(
         self, out: Path, data: str, data_dir: str | Path | None, networks: int, epochs: int,
-        population: str | Path | None, seed: int, limit: int | None, alpha: float, engine: str, progress: bool,
+        population: str | Path | None, seed: int, limit: int | None, alpha: float, engine: EngineConfig, progress: bool,
     ) -> None:
         self.out, self.data, self.networks, self.epochs = out, data, networks, epochs
         self.population, self.seed, self.limit, self.alpha = population, seed, limit, alpha
@@ -207,9 +208,9 @@ class _Study:
             model = load_model(MODEL, path)
             run_dir = self.out / "networks" / f"seed-{network:03d}"
             with _timed(self.timings, "lesion sweeps"):
-                run = sweep(
+                run = self.engine.sweep(
                     model, self.split, [single(model, "fc1;fc2"), pairs(model, "fc1")], run_dir, model_name=MODEL,
-                    config={"study": STUDY, "network": network}, engine=self.engine, progress=self.progress,
+                    config={"study": STUDY, "network": network}, progress=self.progress,
                 )
             with _timed(self.timings, "unit attributes"):
                 attributes.append(self._attributes(model, checkpoint, network, run_dir))

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from lesion.studies._engine import EngineConfig
+
 
 def command(
     dataset: Annotated[str, typer.Option("--dataset", help="mnist, fashion-mnist or kmnist (KMNIST's train images are not available here: use --checkpoint).")],
@@ -21,6 +23,7 @@ def command(
     limit: Annotated[int | None, typer.Option(help="Evaluate on the first N test images only.")] = None,
     train_limit: Annotated[int | None, typer.Option("--train-limit", help="Train on the first N training images only.")] = None,
     width: Annotated[int, typer.Option(help="Channels per conv layer (the paper: 64).")] = 64,
+    engine: EngineConfig | None = None,
 ) -> None:
     """Reproduce Meyes et al. (2020): layer lesions, AS / AES selectivity, activation-space embeddings.
 
@@ -30,12 +33,12 @@ def command(
     """
     from rich.console import Console
 
-    from lesion.studies.meyes2020_cnn import run_meyes2020_cnn
+    from lesion.studies.meyes2020_cnn._stages import run_meyes2020_cnn
 
     result = run_meyes2020_cnn(
         out, dataset=dataset, data_dir=data_dir, checkpoint=checkpoint, epochs=epochs, seed=seed, draws=draws,
         fractions=tuple(fraction or (0.5,)), embed_samples=embed_samples, limit=limit, train_limit=train_limit,
-        width=width, progress=True,
+        width=width, engine=engine, progress=True,
     )
     console = Console()
     console.print(

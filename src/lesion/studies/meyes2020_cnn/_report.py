@@ -14,7 +14,7 @@ from lesion.plots import save_figure
 from lesion.plots._cnn import LayerEmbeddings, LayerLesionBars, NeuronPopulation
 
 if TYPE_CHECKING:
-    from lesion.studies.meyes2020_cnn import Meyes2020Result
+    from lesion.studies.meyes2020_cnn._stages import Meyes2020Result
 
 FORMATS = ("png", "svg")
 
@@ -64,7 +64,7 @@ def _save(figure: Any, path: Path) -> list[Path]:
 
 
 def _net(result: Meyes2020Result) -> str:
-    from lesion.studies.meyes2020_cnn import PAPER
+    from lesion.studies.meyes2020_cnn._stages import PAPER
 
     return f"{PAPER[result.dataset].net} ({result.dataset})"
 
@@ -84,7 +84,7 @@ def _population_grid(result: Meyes2020Result, neuron_map: np.ndarray, activation
     """Figures 5 / 6 / A.7 / A.8: per class (columns), neurons by activation, AS and AES (rows)."""
     import matplotlib.pyplot as plt
 
-    from lesion.studies.meyes2020_cnn import PAPER
+    from lesion.studies.meyes2020_cnn._stages import PAPER
 
     neurons = result.neurons
     layers = neurons["layer"].to_numpy()
@@ -120,7 +120,7 @@ def _population_grid(result: Meyes2020Result, neuron_map: np.ndarray, activation
 
 def summary_markdown(result: Meyes2020Result) -> str:
     """The paper's numbers beside ours, the per-class and per-layer tables, what ran and how long."""
-    from lesion.studies.meyes2020_cnn import PAPER, main_fraction
+    from lesion.studies.meyes2020_cnn._stages import PAPER, main_fraction
 
     paper = PAPER[result.dataset]
     classes = result.classes
@@ -232,7 +232,7 @@ def _rises(result: Meyes2020Result) -> str:
 
 
 def _layer_table(result: Meyes2020Result, fraction: float) -> str:
-    from lesion.studies._cnn_analysis import class_drops
+    from lesion.studies.meyes2020_cnn._analysis import class_drops
 
     drops = class_drops(result.layer_effects, fraction)
     return markdown_table(((100 * drops).round(2) + 0.0).reset_index().rename(columns={"class_name": "class"}))

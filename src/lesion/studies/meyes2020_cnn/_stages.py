@@ -46,16 +46,17 @@ import torch
 from torch import nn
 
 from lesion._errors import LesionError, check_int, closest
+from lesion._files import file_sha256
 from lesion._lesion import Lesion, lesioned
-from lesion._sweep import sweep
 from lesion.data import Dataset, Split, load_dataset
 from lesion.engine._capture import Activations, capture_activations, load_activations
 from lesion.models import load_checkpoint, load_model
 from lesion.plans import fraction, single
 from lesion.stats import Correlation
 from lesion.store import Run
-from lesion.studies import _cnn_analysis as analysis
-from lesion.studies._common import StageTimings, claim_study, file_sha256
+from lesion.studies._common import StageTimings, claim_study
+from lesion.studies._engine import EngineConfig
+from lesion.studies.meyes2020_cnn import _analysis as analysis
 
 STUDY = "meyes2020-cnn"
 MODEL = "meyes2020-cnn"
@@ -165,6 +166,7 @@ def run_meyes2020_cnn(
     limit: int | None = None,
     train_limit: int | None = None,
     width: int = 64,
+    engine: EngineConfig | None = None,
     progress: bool = False,
 ) -> Meyes2020Result:
     """Reproduce Meyes et al. (2020) on one dataset; see the module docstring for the stages.
@@ -194,6 +196,8 @@ def run_meyes2020_cnn(
         Train on the first ``train_limit`` training images only (for quick runs).
     width : int, default=64
         Channels of each conv layer (the paper's 64).
+    engine : EngineConfig, optional
+        How the sweep runs (device, precision, memory, batch size); default `EngineConfig()`.
     progress : bool, default=False
 
     Returns
@@ -208,7 +212,7 @@ def run_meyes2020_cnn(
     model = _model(out, config, data, checkpoint, timings, progress)
     split = data.test.head(limit)
     with timings.stage("sweep", cached=True):  # a resumed sweep keeps the time of the run that finished it
-        run = _sweep(model, split, config, out / "lesions", progress)
+        run = _sweep(model, split, config, out / "lesions", engine or EngineConfig(), progress)
     with timings.stage("capture", cached=(out / "activations" / "intact.npy").is_file()):
         activations = _capture(model, split, out / "activations" / "intact.npy", progress)
     with timings.stage("selectivity"):
@@ -243,7 +247,7 @@ def run_meyes2020_cnn(
         embed_samples=samples,
     )
     _write_tables(result)
-    from lesion.studies._cnn_report import draw_figures, summary_markdown
+    from lesion.studies.meyes2020_cnn._report import draw_figures, summary_markdown
 
     with timings.stage("figures"):
         figures = draw_figures(result, intact_maps, lesioned_maps, neuron_map, activations, split)
@@ -348,14 +352,14 @@ def _train(data: Dataset, config: dict[str, Any], saved: Path, progress: bool) -
     os.replace(partial, saved)
 
 
-def _sweep(model: nn.Module, split: Split, config: dict[str, Any], path: Path, progress: bool) -> Run:
+def _sweep(model: nn.Module, split: Split, config: dict[str, Any], path: Path, engine: EngineConfig, progress: bool) -> Run:
     """Random draws of each layer and fraction, and every unit of conv1-fc2 alone."""
     plans = [
         fraction(model, list(LESION_LAYERS), config["fractions"], "random", seed=config["seed"], draws=config["draws"], name=FRACTION_PLAN),
         single(model, ";".join(NEURON_LAYERS), name=SINGLE_PLAN),
     ]
     study = {"study": STUDY, "seed": config["seed"], "draws": config["draws"], "fractions": config["fractions"]}
-    return sweep(model, split, plans, path, model_name=MODEL, config=study, engine="auto", progress=progress)
+    return engine.sweep(model, split, plans, path, model_name=MODEL, config=study, progress=progress)
 
 
 def _log_softmax(logits: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from lesion.studies._engine import EngineConfig
+
 
 def command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Study directory (created; rerun into it to resume).")],
@@ -20,6 +22,7 @@ def command(
     alpha: Annotated[float, typer.Option(help="False discovery rate of the Benjamini-Hochberg correction.")] = 0.05,
     workers: Annotated[int | None, typer.Option(help="Networks trained at once, one process each (default: one per CPU core).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--quiet", help="Show progress bars.")] = True,
+    engine: EngineConfig | None = None,
 ) -> None:
     """Meyes et al. (2019): single and pairwise unit lesions of a population of 784-20-10-10 MLPs.
 
@@ -32,12 +35,12 @@ def command(
     """
     from rich.console import Console
 
-    from lesion.studies._mlp_summary import markdown_table
-    from lesion.studies.meyes2019_mlp import run_meyes2019_mlp
+    from lesion.studies.meyes2019_mlp._report import markdown_table
+    from lesion.studies.meyes2019_mlp._stages import run_meyes2019_mlp
 
     result = run_meyes2019_mlp(
         out, data=data, data_dir=data_dir, networks=networks, epochs=epochs, population=population,
-        seed=seed, limit=limit, alpha=alpha, workers=workers, progress=progress,
+        seed=seed, limit=limit, alpha=alpha, workers=workers, engine=engine, progress=progress,
     )
     console = Console()
     console.print(markdown_table(result.summary), highlight=False, soft_wrap=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from lesion.stats import OVERALL
-from lesion.studies._mlp_analysis import ranked_pairs, unit_drops
+from lesion.studies.meyes2019_mlp._analysis import ranked_pairs, unit_drops
 
 LOW_DROP_PP = 2.0
 """A unit whose lesion costs less than this many pp overall counts as "≈1 % drop" (pruning candidate)."""
@@ -22,7 +22,7 @@ SUMMARY_COLUMNS = ("quantity", "paper", "reference network", "population")
 
 @dataclass(frozen=True)
 class StudyTables:
-    """The study's analysed tables, over all networks (see `lesion.studies._mlp_analysis`)."""
+    """The study's analysed tables, over all networks (see `lesion.studies.meyes2019_mlp._analysis`)."""
 
     effects: pd.DataFrame
     pairs: pd.DataFrame

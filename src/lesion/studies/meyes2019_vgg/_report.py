@@ -18,12 +18,12 @@ from lesion.plots._vgg import (
     RecoveryCurves,
     SortedClassDrops,
 )
-from lesion.studies import _vgg_analysis as analysis
-from lesion.studies._vgg_recovery import RecoveryResult
-from lesion.studies.meyes2019_vgg import RECOVERY_FRACTION
+from lesion.studies.meyes2019_vgg import _analysis as analysis
+from lesion.studies.meyes2019_vgg._recovery import RecoveryResult
+from lesion.studies.meyes2019_vgg._stages import RECOVERY_FRACTION
 
 if TYPE_CHECKING:
-    from lesion.studies.meyes2019_vgg import Meyes2019VggResult
+    from lesion.studies.meyes2019_vgg._stages import Meyes2019VggResult
 
 FORMATS = ("png", "svg")
 SECTIONS = (

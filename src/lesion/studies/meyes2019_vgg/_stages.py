@@ -9,7 +9,7 @@ its two most important layers:
    the reference and its nearest filters by Euclidean distance of the L2-normalised filter
    weights (``lesion.plans.fraction(..., "similar")``). Per layer: the mean top-1 / top-5 drop
    over the references with the lower and upper standard deviations (the root-mean-square
-   deviation of the drops below / above the mean, see :mod:`lesion.studies._vgg_analysis`),
+   deviation of the drops below / above the mean, see :mod:`lesion.studies.meyes2019_vgg._analysis`),
    overall and per class. Layers are named by module path (``features.N``), so on VGG-19-BN they
    carry the paper's numbers (``features.33``, ``features.46``).
 2. **Lesion point** (batch norm, stated plainly). The paper sets a filter's weights and bias to
@@ -49,8 +49,8 @@ import torch
 from torch import nn
 
 from lesion._errors import LesionError, check_int, closest
+from lesion._files import file_sha256
 from lesion._lesion import Lesion
-from lesion._sweep import sweep
 from lesion._threads import torch_threads
 from lesion.data import Dataset, Split, load_dataset
 from lesion.models import load_model
@@ -58,9 +58,15 @@ from lesion.models._vgg import vgg_conv_layers
 from lesion.plans import Plan
 from lesion.plans._fraction import fraction
 from lesion.store import Run
-from lesion.studies import _vgg_analysis as analysis
-from lesion.studies._common import StageTimings, claim_study, file_sha256
-from lesion.studies._vgg_recovery import PROTOCOLS, RecoveryResult, history_tables, run_recovery
+from lesion.studies._common import StageTimings, claim_study
+from lesion.studies._engine import EngineConfig
+from lesion.studies.meyes2019_vgg import _analysis as analysis
+from lesion.studies.meyes2019_vgg._recovery import (
+    PROTOCOLS,
+    RecoveryResult,
+    history_tables,
+    run_recovery,
+)
 
 STUDY = "meyes2019-vgg"
 FRACTIONS = (0.01, 0.05, 0.10, 0.25, 0.50)
@@ -89,7 +95,7 @@ class Meyes2019VggResult:
     accuracy : dict of str -> float
         The intact network's ``top1`` and ``top5`` on the evaluation split (fractions).
     depth : DataFrame
-        :func:`lesion.studies._vgg_analysis.layer_drops`: one row per (point, metric, fraction,
+        :func:`lesion.studies.meyes2019_vgg._analysis.layer_drops`: one row per (point, metric, fraction,
         layer, class) with ``mean``, ``lower_std``, ``upper_std`` (pp).
     ranking : DataFrame
         The layers by mean top-1 drop at the reference fraction (10 %), largest first.
@@ -152,6 +158,7 @@ def run_meyes2019_vgg(
     max_iterations: int = 6,
     seed: int = 0,
     threads: int | None = None,
+    engine: EngineConfig | None = None,
     progress: bool = False,
 ) -> Meyes2019VggResult:
     """Reproduce the VGG study of Meyes et al. (2019); see the module docstring for the stages.
@@ -208,6 +215,8 @@ def run_meyes2019_vgg(
         Seeds training, the evaluation and recovery subsets and the recovery draws.
     threads : int, optional
         torch threads for the whole study (default: torch's).
+    engine : EngineConfig, optional
+        How the sweep runs (device, precision, memory, batch size); default `EngineConfig()`.
     progress : bool, default=False
 
     Returns
@@ -224,19 +233,19 @@ def run_meyes2019_vgg(
     out = Path(out)
     claim_study(out, STUDY, config)
     with torch_threads(threads) if threads else contextlib.nullcontext():
-        return _run(out, config, data_dir, weights, train_dir, val_dir, classes, recovery_layers, progress)
+        return _run(out, config, data_dir, weights, train_dir, val_dir, classes, recovery_layers, engine or EngineConfig(), progress)
 
 
 def _run(
     out: Path, config: dict[str, Any], data_dir: str | Path | None, weights: str | Path | None,
     train_dir: str | Path | None, val_dir: str | Path | None, classes: Sequence[str] | None,
-    recovery_layers: Sequence[str] | None, progress: bool,
+    recovery_layers: Sequence[str] | None, engine: EngineConfig, progress: bool,
 ) -> Meyes2019VggResult:
     timings = StageTimings.load(out / "timings.json")
     net, dataset = _model(out, config, data_dir, weights, train_dir, val_dir, timings, progress)
     split = seeded_subset(dataset.test, config["eval_samples"], config["seed"])
     with timings.stage("sweep", cached=True):
-        run, plans = _sweep(net, split, config, out / "lesions", progress)
+        run, plans = _sweep(net, split, config, out / "lesions", engine, progress)
     convs = vgg_conv_layers(net)
     depth = analysis.layer_drops(run, plans, point_layers={"block": convs})
     point, p_ref = config["lesion_point"], analysis.reference_fraction(config["fractions"])
@@ -254,7 +263,7 @@ def _run(
         recovery=results,
     )
     _write_tables(result)
-    from lesion.studies._vgg_report import draw_figures, summary_markdown
+    from lesion.studies.meyes2019_vgg._report import draw_figures, summary_markdown
 
     with timings.stage("figures"):
         figures = draw_figures(result)
@@ -398,7 +407,9 @@ def point_plan(model: nn.Module, layers: Sequence[str], fractions: Sequence[floa
     return Plan(plan.name, tuple(lesions.values()), info)
 
 
-def _sweep(model: nn.Module, split: Split, config: dict[str, Any], path: Path, progress: bool) -> tuple[Run, dict[str, str]]:
+def _sweep(
+    model: nn.Module, split: Split, config: dict[str, Any], path: Path, engine: EngineConfig, progress: bool
+) -> tuple[Run, dict[str, str]]:
     """Similar-filter groups of every conv layer: all fractions at the main point, the compare fraction at the other."""
     convs = vgg_conv_layers(model)
     main = config["lesion_point"]
@@ -407,7 +418,7 @@ def _sweep(model: nn.Module, split: Split, config: dict[str, Any], path: Path, p
         other = next(p for p in LESION_POINTS if p != main)
         plans.append(point_plan(model, convs, [config["compare_fraction"]], other))
     study = {key: config[key] for key in ("study", "fractions", "lesion_point", "compare_fraction", "eval_samples", "seed")}
-    run = sweep(model, split, plans, path, model_name=config["model"], config=study, engine="auto", progress=progress)
+    run = engine.sweep(model, split, plans, path, model_name=config["model"], config=study, progress=progress)
     return run, {plan.name.removeprefix("similar-"): plan.name for plan in plans}
 
 
