@@ -96,3 +96,12 @@ def test_sweep_command_runs_a_cumulative_plan(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     expected = lesion.cumulative(meyes2019_mlp(in_features=64), "fc2", step=4)
     assert set(lesion.Run(out).lesions()["key"]) == {"intact", *expected.keys}
+
+
+def test_batch_norm_outputs_can_be_the_units() -> None:
+    from lesion.models import build_model
+
+    model = build_model("meyes2019-mlp", in_features=8, hidden=(4, 3), batch_norm=True)
+    plan = lesion.cumulative(model, "bn1;bn2", step=7, seeds=[0], include=["bn1", "bn2"])
+    assert plan.info["units"][:5] == [["bn1", 0], ["bn1", 1], ["bn1", 2], ["bn1", 3], ["bn2", 0]]
+    assert plan.info["curves"]["random:0"][-1] == "bn1:0-3+bn2:0-2"

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from torch import nn
 
 from lesion._errors import LesionError, check_int
@@ -41,6 +42,7 @@ def cumulative(
     max_units: int | None = None,
     method: str = "zero",
     name: str = "cumulative",
+    include: Sequence[str] = (),
 ) -> Plan:
     """Cumulative ablation curves over the units of ``selection``.
 
@@ -61,6 +63,9 @@ def cumulative(
         Stop the curves at this many units (default: the whole set).
     method : {"zero", "mean"}, default="zero"
     name : str, default="cumulative"
+    include : sequence of str, default=()
+        Extra modules that count as layers (:func:`lesion.layers`), e.g. the batch norms after
+        Linear layers, to lesion at their outputs.
 
     Returns
     -------
@@ -79,7 +84,7 @@ def cumulative(
     """
     _check_method(method)
     check_int("step", step, 1)
-    chosen = select(layers(model), selection)
+    chosen = select(layers(model, include), selection)
     pooled = [(layer, u) for layer, units in chosen.items() for u in units]
     total = len(pooled) if max_units is None else check_int("max_units", max_units, 1, len(pooled))
     seeds = [check_int("seeds", s, 0) for s in seeds]
@@ -175,7 +180,7 @@ def curves(plan: Plan, table: Any, column: str = "all") -> Any:
     return pd.DataFrame(rows, columns=["curve", "order", "direction", "k", "fraction", "lesion", "value"])
 
 
-def area_under_curve(fraction: Sequence[float], value: Sequence[float]) -> float:
+def area_under_curve(fraction: ArrayLike, value: ArrayLike) -> float:
     """Trapezoidal area under ``value`` against ``fraction`` of units ablated (0..1).
 
     With accuracy values in [0, 1] and fractions spanning [0, 1], the area is in [0, 1]: 1 for a
