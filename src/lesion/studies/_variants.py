@@ -170,3 +170,12 @@ def class_drops(table: pd.DataFrame, units: Mapping[str, Sequence[Any]], class_n
     frame.insert(0, "layer", [units[k][0] for k in keys])
     frame.insert(1, "unit", [int(units[k][1]) for k in keys])
     return frame
+
+
+def chance_warning(networks: pd.DataFrame, n_classes: int) -> list[str]:
+    """A warning line naming the networks no better than chance (their lesions say nothing), if any."""
+    chance = networks[networks["test_acc"] < 1.5 / n_classes]["network"].tolist()
+    if not chance:
+        return []
+    return [f"**Warning**: {', '.join(chance)} did not learn (test top-1 below 1.5× chance); their rows measure an untrained "
+            "network. Train longer (`--epochs`) before reading them.", ""]

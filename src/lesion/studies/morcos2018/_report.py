@@ -9,6 +9,7 @@ import pandas as pd
 
 from lesion.report import markdown_table, timings_table
 from lesion.studies._study import StudyDir
+from lesion.studies._variants import chance_warning
 
 CAPTIONS = {
     "fig1-curves": "Top-1 accuracy (relative to the intact network) against the fraction of hidden units ablated in random "
@@ -83,7 +84,7 @@ def figures(
 
 def summary(
     config: Mapping[str, Any], networks: pd.DataFrame, areas: pd.DataFrame, relation: pd.DataFrame, orders: pd.DataFrame,
-    timings: Mapping[str, float],
+    timings: Mapping[str, float], n_classes: int,
 ) -> str:
     """summary.md: what was trained, the headline relation, orders vs random, noise, figures."""
     random_train = areas[(areas["curve"] == "random") & (areas["split"] == "train")].pivot(
@@ -103,6 +104,7 @@ def summary(
         "",
         "## Networks",
         "",
+        *chance_warning(networks[networks["label_noise"] == 0], n_classes),
         markdown_table(table, digits=3),
         "",
         "## Headline: networks that memorise rely more on single directions",

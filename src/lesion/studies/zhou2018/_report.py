@@ -9,6 +9,7 @@ import pandas as pd
 
 from lesion.report import markdown_table, timings_table
 from lesion.studies._study import StudyDir
+from lesion.studies._variants import chance_warning
 from lesion.studies.zhou2018._analysis import DAMAGE_PP
 
 CAPTIONS = {
@@ -84,7 +85,7 @@ def figures(study: StudyDir, units: pd.DataFrame, predictors: pd.DataFrame, conf
 
 def summary(
     config: Mapping[str, Any], networks: pd.DataFrame, predictors: pd.DataFrame, variant_tests: pd.DataFrame,
-    rotation_tests: pd.DataFrame, rotation_error: float, timings: Mapping[str, float],
+    rotation_tests: pd.DataFrame, rotation_error: float, timings: Mapping[str, float], n_classes: int,
 ) -> str:
     """summary.md: the claims tested, what was measured, the tables, the figures with captions."""
     pooled = predictors[(predictors["basis"] == "unit") & (predictors["layer"] == "all")]
@@ -97,11 +98,12 @@ def summary(
         "",
         f"Networks: the 2020 CNN (conv width {config['width']}, fc width {config['hidden']}) on {config['dataset']} "
         f"(training subset {config['train_samples']}, evaluation subset {config['eval_samples']} test images, seeded), "
-        f"{config['epochs']} epochs of SGD lr {config['recipe']['lr']}, momentum {config['recipe']['momentum']}; "
+        f"{config['epochs']} epochs of {config['recipe']['optimizer']} (lr {config['recipe']['lr']}); "
         f"variants {', '.join(config['variants'])}; seeds {config['seeds']}; size `{config['size']}`.",
         "",
         "Only the abstract of the paper is available here, so each claim below is stated as tested, with what was measured.",
         "",
+        *chance_warning(unit_nets, n_classes),
         "## Claim 1: ablating any single unit barely hurts overall accuracy, but can damage specific classes",
         "",
         "Measured: per network, the largest overall drop of any single-unit lesion, the largest class-specific drop, "
