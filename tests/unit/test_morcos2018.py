@@ -55,6 +55,7 @@ def test_random_orders_are_averaged_and_related_to_the_gap() -> None:
     assert row["n"] == 3 and row["spearman_r"] == pytest.approx(-1.0)  # larger gap, smaller area
 
 
+@pytest.mark.slow
 def test_tiny_study_end_to_end(tmp_path) -> None:
     result = run_morcos2018(tmp_path / "m", size="small", dataset="digits", architectures=("mlp",), fractions=(0.0, 1.0),
                             variants=("plain", "bn"), epochs=2)

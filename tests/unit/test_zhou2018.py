@@ -59,6 +59,7 @@ def test_variant_and_rotation_tests_on_hand_made_tables() -> None:
     assert np.allclose(tests["reference_mean"], [2, 2, 0.2]) and np.allclose(tests["variant_mean"], [5, 5, 0.5])
 
 
+@pytest.mark.slow
 def test_small_study_end_to_end(tmp_path) -> None:
     assert STUDIES["zhou2018"] == "lesion.studies.zhou2018"
     result = run_zhou2018(tmp_path / "z", dataset="digits", size="small", variants=("plain", "bn"), seeds=(0,), epochs=1)
