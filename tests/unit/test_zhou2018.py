@@ -79,3 +79,19 @@ def test_small_study_end_to_end(tmp_path) -> None:
         run_zhou2018(tmp_path / "z", dataset="digits", size="small", variants=("plain",), seeds=(0,), epochs=1)
     with pytest.raises(LesionError, match="variants must name some of"):
         run_zhou2018(tmp_path / "y", dataset="digits", size="small", variants=("batchnorm",))
+
+
+def test_selectivity_of_rotated_directions_is_that_of_their_magnitude() -> None:
+    # Rotating by the permutation-with-sign Q = [[0, -1, 0], [1, 0, 0], [0, 0, 1]]: z = (-h1, h0, h2).
+    # |z| has the class means of h1, h0, h2, so its selectivity is CSI permuted: [0.5, 1, 1].
+    import torch
+
+    from lesion.attributes import selectivity
+    from lesion.rotation import rotate
+
+    q = torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]], dtype=torch.float64)
+    rotated = rotate(hand_network(), "hidden", q=q)
+    means = activation_class_means(rotated.model, hand_data(), {"hidden": rotated.layer}, absolute=True)
+    assert np.allclose(selectivity(means["hidden"][0])["selectivity"], [CSI[1], CSI[0], CSI[2]])
+    signed = activation_class_means(rotated.model, hand_data(), {"hidden": rotated.layer})
+    assert np.allclose(signed["hidden"][0][:, 0], [-3, -1, -1])

@@ -120,9 +120,12 @@ def single_plan(model: nn.Module, points: Mapping[str, str], n_units: Mapping[st
 
 
 def activation_class_means(
-    model: nn.Module, split: Split, points: Mapping[str, str], *, batch_size: int = 512
+    model: nn.Module, split: Split, points: Mapping[str, str], *, batch_size: int = 512, absolute: bool = False
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per layer: class means of each unit (spatially averaged) and of each neuron (unit × position).
+
+    ``absolute``: of the activations' magnitudes (for rotated directions, which take both signs;
+    the selectivity index assumes non-negative activations, and after a ReLU ``|h| = h``).
 
     Returns
     -------
@@ -143,6 +146,7 @@ def activation_class_means(
                 model(x)
                 for layer, output in captured.items():
                     flat = output.reshape(output.shape[0], output.shape[1], -1).double()
+                    flat = flat.abs() if absolute else flat
                     if layer not in accumulators:
                         shapes[layer] = (flat.shape[1], flat.shape[2])
                         accumulators[layer] = ClassMeanAccumulator(split.n_classes, flat.shape[1] * flat.shape[2])

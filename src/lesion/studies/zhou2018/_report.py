@@ -134,7 +134,7 @@ def summary(
         f"Each rotated network's logits equal the original's up to {rotation_error:.2g} on the evaluation split (float32 "
         "rounding); its rotated directions were lesioned as units. Unit basis vs rotated basis (paired Wilcoxon over networks, "
         "Mann–Whitney over units; `damaged` is the share of units dropping some class by more than "
-        f"{DAMAGE_PP:g} pp):",
+        f"{DAMAGE_PP:g} pp; `csi` of a rotated direction is that of its magnitude |z|, since it takes both signs):",
         "",
         markdown_table(rotation_tests, digits=3),
         "",

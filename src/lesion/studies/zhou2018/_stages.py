@@ -17,7 +17,8 @@ both) with several seeds, and then, into the directory ``out``:
 5. **Random rotation** of the representation after each layer of ``rotate`` (a seeded Haar
    orthogonal Q; the next layer takes Qᵀ; the rotated network's predictions are checked against
    the original's on the evaluation split), its directions lesioned as units, compared with the
-   unit basis.
+   unit basis. A direction's activation takes both signs, so its selectivity is that of its
+   magnitude ``|z|`` (after a ReLU, a unit's magnitude is its activation: the same measure).
 
 Networks are trained with Adam (lr 0.001, batch 64) on a seeded training subset;
 every stage is cached or resumable, so rerunning into ``out`` continues where it stopped.
@@ -227,7 +228,7 @@ def _rotated_basis(
         run = engine.sweep(rotated.model, data.test, plan, study.path("lesions", f"{network.name}-rotated-{layer}"),
                            model_name=MODEL, config={"network": network.name, "rotated": layer}, progress=progress)
     with study.stage("attributes"):
-        means = activation_class_means(rotated.model, data.test, {layer: rotated.layer})
+        means = activation_class_means(rotated.model, data.test, {layer: rotated.layer}, absolute=True)
     drops = class_drops(run.table("top1"), plan.info["units"], data.class_names)
     units = analysis.unit_table(drops, means, None, data.class_names)
     pairs = analysis.pair_table(units, means, data.class_names)
