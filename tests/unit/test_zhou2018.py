@@ -95,3 +95,25 @@ def test_selectivity_of_rotated_directions_is_that_of_their_magnitude() -> None:
     assert np.allclose(selectivity(means["hidden"][0])["selectivity"], [CSI[1], CSI[0], CSI[2]])
     signed = activation_class_means(rotated.model, hand_data(), {"hidden": rotated.layer})
     assert np.allclose(signed["hidden"][0][:, 0], [-3, -1, -1])
+
+
+def test_correlation_intervals() -> None:
+    from scipy import stats as scipy_stats
+
+    from lesion.stats import correlation_ci, correlation_table
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=40)
+    y = x + rng.normal(size=40)
+    got = correlation_ci(x, y)
+    reference = scipy_stats.pearsonr(x, y).confidence_interval(0.95)
+    assert got["n"] == 40 and got["pearson_lo"] == pytest.approx(reference.low) and got["pearson_hi"] == pytest.approx(reference.high)
+    rho = scipy_stats.spearmanr(x, y).statistic
+    half = scipy_stats.norm.ppf(0.975) * np.sqrt((1 + rho**2 / 2) / 37)  # Bonett & Wright's standard error
+    assert got["spearman_r"] == pytest.approx(rho)
+    assert got["spearman_lo"] == pytest.approx(np.tanh(np.arctanh(rho) - half))
+    assert np.isnan(correlation_ci([1, 2, 3], [1, 2, 4])["pearson_lo"])  # fewer than 4 pairs: no interval
+    table = correlation_table(pd.DataFrame({"g": [0] * 20 + [1] * 20, "x": x, "y": y}), "x", "y", ["g"])
+    assert table["g"].tolist() == [0, 1] and (table["n"] == 20).all()
+    with pytest.raises(LesionError, match=r"level must be in \(0, 1\)"):
+        correlation_ci(x, y, level=95)
