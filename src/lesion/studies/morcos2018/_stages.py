@@ -169,10 +169,10 @@ def run_morcos2018(
         for name, frame in (("networks", networks), ("curves", curve_table), ("areas", areas), ("gap_relation", relation),
                             ("order_tests", orders), ("noise", noise), ("noise_areas", noise_area)):
             study.write_table(name, frame)
-    with study.stage("report"):
+    with study.stage("figures"):
         report.figures(study, networks, curve_table, areas, noise, config)
-        study.write_summary(report.summary(config, networks, areas, relation, orders, study.timings,
-                                           next(iter(datasets.values())).test.n_classes))
+    study.write_summary(report.summary(config, networks, areas, relation, orders, study.timings,
+                                       next(iter(datasets.values())).test.n_classes))
     return Morcos2018Result(**study.files(), config=config, networks=networks, curves=curve_table, areas=areas,
                             gap_relation=relation, order_tests=orders, noise=noise)
 

@@ -184,10 +184,10 @@ def run_zhou2018(
         for name, frame in (("units", units), ("networks", summary), ("predictors", predictors),
                             ("variant_tests", variant_tests), ("rotation_tests", rotation_tests)):
             study.write_table(name, frame)
-    with study.stage("report"):
+    with study.stage("figures"):
         report.figures(study, units, predictors, config)
-        study.write_summary(report.summary(config, summary, predictors, variant_tests, rotation_tests, rotation_error, study.timings,
-                                           data.test.n_classes))
+    study.write_summary(report.summary(config, summary, predictors, variant_tests, rotation_tests, rotation_error, study.timings,
+                                       data.test.n_classes))
     return Zhou2018Result(**study.files(), config=config, networks=summary, units=units, predictors=predictors,
                           variant_tests=variant_tests, rotation_tests=rotation_tests, rotation_max_error=rotation_error)
 
