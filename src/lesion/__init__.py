@@ -20,6 +20,7 @@ from lesion.engine import Outcome, capture_activations, estimate, evaluate
 from lesion.models import build_model, load_model
 from lesion.plans import Plan, cumulative, pairs, single
 from lesion.store import Run
+from lesion.studies.custom import run_study
 
 __all__ = [
     "INTACT",
@@ -41,6 +42,7 @@ __all__ = [
     "load_dataset",
     "load_model",
     "pairs",
+    "run_study",
     "select",
     "single",
     "sweep",

@@ -24,13 +24,13 @@ def test_demo_end_to_end(tmp_path):
     proc = lesion_cli("demo", "--out", out, "--epochs", "15")
     assert "Intact network: top-1" in proc.stdout and "Largest overall top-1 drops (30 lesions)" in proc.stdout
     assert "Largest class-specific gain" in proc.stdout or "No lesion improved" in proc.stdout
-    run = Run(out)
+    run = Run(out / "lesions")  # the demo is the study of examples/digits.toml
     lesions = run.lesions()
     assert len(lesions) == 1 + 30 + 190 and lesions["done"].all()
     assert set(lesions["plan"]) == {"intact", "single", "pairs"}
     figures = sorted(p.name for p in (out / "figures").iterdir())
-    assert "bars-intact.png" in figures and len(figures) == 2
-    assert (out / "model.pt").is_file()
+    assert "bars-intact.png" in figures and "bars-intact.svg" in figures and len(figures) == 4
+    assert (out / "model.pt").is_file() and (out / "summary.md").is_file()
     again = lesion_cli("demo", "--out", out, "--epochs", "15")  # resumes: nothing left to do, same numbers
     assert again.stdout.splitlines()[:3] == proc.stdout.splitlines()[:3]
 

@@ -18,9 +18,9 @@ from lesion.plots._mlp import (
     WeightMaps,
     outcome_categories,
 )
-from lesion.stats import benjamini_hochberg
-from lesion.studies.meyes2019_mlp._analysis import (
+from lesion.stats import (
     attribute_correlations,
+    benjamini_hochberg,
     lesion_effects,
     pair_analysis,
     pair_parts,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +12,13 @@ from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
 
+from fixtures.regression import compare_study, fake_mnist_family, vgg_args
 from lesion import Lesion, LesionError, Split, evaluate, lesioned
 from lesion._threads import torch_threads
 from lesion.cli import app
 from lesion.models import build_model
 from lesion.models._vgg import vgg_conv_layers
-from lesion.studies.meyes2019_vgg._analysis import spread
+from lesion.stats import spread
 from lesion.studies.meyes2019_vgg._report import SECTIONS
 from lesion.studies.meyes2019_vgg._stages import block_output, point_plan, run_meyes2019_vgg
 
@@ -114,35 +114,10 @@ def test_fast_engine_is_exact_at_the_block_output() -> None:
 # --- the command end to end ---------------------------------------------------------------
 
 
-def write_idx(path: Path, array: np.ndarray) -> None:
-    magic = 0x803 if array.ndim == 3 else 0x801
-    path.write_bytes(struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.astype(np.uint8).tobytes())
-
-
-def fake_fashion_mnist(root: Path, n_test: int = 200, n_train: int = 300) -> Path:
-    """IDX files of class-coded 28x28 images (class c: a bright band at rows 2c..2c+3)."""
-    folder = root / "fashion-mnist"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for part, n in (("t10k", n_test), ("train", n_train)):
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 60, size=(n, 28, 28))
-        for i, c in enumerate(labels):
-            images[i, 2 * c + 2 : 2 * c + 6, 4:24] = 255
-        write_idx(folder / f"{part}-images-idx3-ubyte", images)
-        write_idx(folder / f"{part}-labels-idx1-ubyte", labels)
-    return root
-
-
 def test_small_reproduction_writes_every_figure_table_and_section(tmp_path: Path) -> None:
-    data_dir = fake_fashion_mnist(tmp_path / "data")
+    data_dir = fake_mnist_family(tmp_path / "data", "fashion-mnist", 200, 300)
     out = tmp_path / "study"
-    args = [
-        "reproduce", "meyes2019-vgg", "--small", "--data", "fashion-mnist", "--data-dir", str(data_dir), "--out", str(out),
-        "--fraction", "0.1", "--fraction", "0.25", "--eval-samples", "200", "--epochs", "1", "--width-divisor", "16",
-        "--recovery-samples", "100", "--instances", "1", "--recovery-epochs", "1", "--max-epochs", "1",
-        "--max-iterations", "2", "--threads", "1",
-    ]
+    args = vgg_args(data_dir, out)
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     for name in FIGURES:
@@ -160,6 +135,7 @@ def test_small_reproduction_writes_every_figure_table_and_section(tmp_path: Path
     assert [run["run"] for run in iterative["runs"]] == [1, 2]
     assert (out / "recovery" / recovered[0] / "iterative" / "checkpoints" / "iteration-002.pt").is_file()
 
+    compare_study("meyes2019-vgg", out)  # the numbers of the study before its port to the scaffold
     again = CliRunner().invoke(app, [*args[:-2], "--lesion-point", "block"])
     assert again.exit_code != 0 and "differs in ['lesion_point']" in str(again.exception)
 
@@ -189,7 +165,7 @@ def test_imagenet_path_runs_on_a_synthetic_image_folder(tmp_path: Path) -> None:
     assert result.config["model"] == "vgg11_bn" and len(result.run.labels) == 6
     assert set(result.depth["point"]) == {"conv", "block"}
     assert set(result.depth["layer"]) == set(vgg_conv_layers(build_model("vgg11_bn", **kwargs)))
-    assert result.summary is not None and "## Iterative recovery" in result.summary.read_text()
+    assert result.summary_path is not None and "## Iterative recovery" in result.summary_path.read_text()
     assert len(result.recovery) == 4 and all(r.history["epoch"].max() == 1 for r in result.recovery)
 
     out = tmp_path / "recover"

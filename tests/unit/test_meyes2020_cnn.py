@@ -17,6 +17,7 @@ from lesion.cli import app
 from lesion.models import meyes2020_cnn
 from lesion.plans import fraction
 from lesion.plots._cnn import LayerLesionBars
+from lesion.stats import class_drops
 from lesion.studies.meyes2020_cnn import _analysis as analysis
 from lesion.studies.meyes2020_cnn._stages import LESION_LAYERS, run_meyes2020_cnn
 
@@ -123,7 +124,7 @@ def test_stacked_layer_bars_sum_to_the_class_totals() -> None:
     bars = LayerLesionBars.from_effects(effects_table(), 0.5)
     assert list(bars.changes.columns) == ["conv1", "conv2", "out"]
     np.testing.assert_allclose(bars.totals, [-0.25, -0.33])
-    drops = analysis.class_drops(effects_table(), 0.5)
+    drops = class_drops(effects_table(), 0.5)
     np.testing.assert_allclose(drops["total"], bars.totals)
     segments = bars.segments()
     # signed heights add up to the total; negatives stack below 0, positives above, without overlap

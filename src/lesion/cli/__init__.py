@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from lesion._errors import LesionError
-from lesion.cli import _data, _demo, _reproduce, _run, _train  # noqa: F401  (register the commands)
+from lesion.cli import _data, _demo, _reproduce, _run, _study, _train  # noqa: F401  (register the commands)
 from lesion.cli._app import app
 from lesion.cli._common import err, tune_malloc
 

@@ -20,11 +20,13 @@ def demo(
     """A complete small lesion study on scikit-learn's digits, no download, under a minute.
 
     Trains the Meyes 2019 MLP shape for 8x8 inputs (64-20-10-10, no biases, ReLU), lesions every
-    hidden unit singly and every pair of the first hidden layer, prints a summary and writes figures.
+    hidden unit singly and every pair of the first hidden layer, prints a summary and writes figures,
+    tables and summary.md: the study of examples/digits.toml.
     """
     from lesion.studies.demo import run_demo
 
     result = run_demo(out, seed=seed, epochs=epochs, progress=True)
     console.print(result.summary.text, highlight=False, soft_wrap=True)
-    for path in result.figures:
-        console.print(f"wrote {path}")
+    for paths in result.figures.values():
+        console.print(f"wrote {paths[0]}")
+    console.print(f"wrote {result.summary_path}")

@@ -137,8 +137,8 @@ def recover(
     from lesion._threads import torch_threads
     from lesion.data import Dataset, load_dataset
     from lesion.models import load_model
-    from lesion.studies.meyes2019_vgg._report import save_recovery_figure
-    from lesion.studies.meyes2019_vgg._stages import run_recovery, seeded_subset
+    from lesion.plots import recovery_figure, save_figure
+    from lesion.train import run_recovery, seeded_subset
 
     net = load_model(model, checkpoint, **parse_kwargs(model_arg))
     if data == "folder":
@@ -153,7 +153,7 @@ def recover(
             min_epochs=epochs, patience=patience, min_delta=min_delta, max_epochs=max_epochs,
             max_iterations=max_iterations, seed=seed, lr=lr, momentum=momentum, batch_size=batch_size, progress=True,
         )
-    figures = save_recovery_figure([result], out / f"recovery-{protocol.value}")
+    figures = save_figure(recovery_figure([result], protocol.value), out / f"recovery-{protocol.value}", ("png", "svg"))
     last = result.history.groupby("run").tail(1)
     console.print(
         f"{layer}, {protocol.value}: intact top-5 {100 * result.baseline['top5']:.2f} %, after recovery "

@@ -20,6 +20,7 @@ from lesion.plots._vgg import (
     LesionPointComparison,
     RecoveryCurves,
     SortedClassDrops,
+    recovery_figure,
 )
 
 __all__ = [
@@ -39,5 +40,6 @@ __all__ = [
     "RecoveryCurves",
     "SortedClassDrops",
     "WeightMaps",
+    "recovery_figure",
     "save_figure",
 ]

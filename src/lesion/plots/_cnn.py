@@ -43,8 +43,8 @@ class LayerLesionBars:
 
     @classmethod
     def from_effects(cls, effects: pd.DataFrame, fraction: float, title: str = "") -> LayerLesionBars:
-        """From the tidy table of :func:`lesion.studies.meyes2020_cnn.layer_effects`."""
-        from lesion.studies.meyes2020_cnn._analysis import class_drops
+        """From the tidy table of :func:`lesion.stats.layer_effects`."""
+        from lesion.stats import class_drops
 
         return cls(class_drops(effects, fraction).drop(columns="total"), fraction, title)
 

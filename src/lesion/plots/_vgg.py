@@ -300,3 +300,22 @@ class LesionPointComparison:
         ax.legend(fontsize="x-small")
         self.ax_, self.figure_ = ax, ax.figure
         return self
+
+
+def recovery_figure(results: Sequence[Any], protocol: str) -> Any:
+    """Figure 18 (instances) or 19 (iterative) of `lesion.train.RecoveryResult` s: top-5 (the paper's) and top-1.
+
+    One colour per layer; ``results`` of other protocols are left out. Returns the matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    chosen = [r for r in results if r.protocol == protocol]
+    history = pd.concat([r.history for r in chosen])
+    width = 6 if protocol == "instances" else 8
+    fig, axes = plt.subplots(1, 2, figsize=(2 * width, 3.6))
+    for ax, metric in zip(axes, ("top5", "top1"), strict=True):
+        baseline = {r.layer: r.baseline[metric] for r in chosen}
+        display = RecoveryCurves if protocol == "instances" else IterativeRecoveryCurve
+        display(history, baseline, metric).plot(ax)
+    fig.tight_layout()
+    return fig

@@ -49,7 +49,7 @@ def mcnemar_exact(b: ArrayLike, c: ArrayLike) -> float | NDArray[np.float64]:
 def benjamini_hochberg(
     pvalues: ArrayLike, alpha: float = 0.05
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """Benjamini-Hochberg false-discovery-rate control.
+    """Benjamini-Hochberg false-discovery-rate control (`scipy.stats.false_discovery_control`).
 
     The adjusted value of the i-th smallest of m p-values is
     ``q_(i) = min(1, min_{j >= i} m * p_(j) / j)``; a hypothesis is rejected when
@@ -78,16 +78,6 @@ def benjamini_hochberg(
     if np.any((p[finite] < 0) | (p[finite] > 1)):
         raise LesionError(f"pvalues: expected values in [0, 1] or NaN, got {p[finite]!r}")
     q = np.full(p.shape, np.nan)
-    q[finite] = _bh_adjust(p[finite])
+    if finite.any():
+        q[finite] = stats.false_discovery_control(p[finite], method="bh")
     return q, finite & (q <= alpha)
-
-
-def _bh_adjust(p: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Adjusted p-values of a 1-D array of finite p-values (order preserved)."""
-    m = p.size
-    order = np.argsort(p)
-    scaled = p[order] * m / np.arange(1, m + 1)
-    monotone = np.minimum.accumulate(scaled[::-1])[::-1]
-    adjusted = np.empty(m)
-    adjusted[order] = np.minimum(monotone, 1.0)
-    return adjusted

@@ -36,10 +36,10 @@ class EngineConfig(BaseModel):
 
     engine: Literal["auto", "fast", "reference"] = "auto"
     device: Literal["cpu", "cuda", "mps"] = "cpu"
-    batch_size: int = Field(256, ge=1)
-    memory: int | None = Field(None, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    memory: int | None = Field(default=None, ge=1)
     autocast: Literal["bf16", "fp16"] | None = None
-    float32_check: int = Field(16, ge=0)
+    float32_check: int = Field(default=16, ge=0)
     channels_last: bool = False
     compile: bool = False
 

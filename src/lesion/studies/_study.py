@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
+import torch
 
 from lesion._errors import LesionError
 from lesion._files import atomic_write
@@ -155,8 +156,9 @@ class StudyDir:
     ) -> T:
         """The output of ``compute()``, saved at ``relative`` and read back on later runs, timed as ``stage``.
 
-        Files ending in ``.npy``, ``.npz`` (a dict of arrays), ``.csv`` (a DataFrame) and ``.json``
-        are saved and loaded by default; anything else needs ``save`` and ``load``.
+        Files ending in ``.npy``, ``.npz`` (a dict of arrays), ``.csv`` (a DataFrame), ``.json`` and
+        ``.pt`` (a checkpoint; loaded with ``weights_only=True``) are saved and loaded by default;
+        anything else needs ``save`` and ``load``.
         """
         path = self.path(str(relative))
         saver, loader = _SAVERS.get(path.suffix, (None, None))
@@ -186,9 +188,10 @@ class StudyDir:
             figure.suptitle(title, fontsize="medium")
         if tight or title is not None:
             figure.tight_layout()
-        files = []
-        for fmt in FIGURE_FORMATS:
-            files.append(atomic_write(self.path("figures", f"{name}.{fmt}"), lambda p, f=fmt: figure.savefig(p, format=f, dpi=150, bbox_inches="tight")))
+        def save(path: Path) -> None:
+            figure.savefig(path, format=path.suffix[1:], dpi=150, bbox_inches="tight")
+
+        files = [atomic_write(self.path("figures", f"{name}.{fmt}"), save) for fmt in FIGURE_FORMATS]
         plt.close(figure)
         self.figures[name] = files
         return files
@@ -226,4 +229,5 @@ _SAVERS: dict[str, tuple[Callable[[Any, Path], object], Callable[[Path], Any]]] 
     ".npz": (_save_npz, _load_npz),
     ".csv": (lambda frame, p: frame.to_csv(p, index=False), pd.read_csv),
     ".json": (lambda value, p: p.write_text(json.dumps(value, indent=1)), lambda p: json.loads(p.read_text())),
+    ".pt": (lambda value, p: torch.save(value, p), lambda p: torch.load(p, weights_only=True)),
 }

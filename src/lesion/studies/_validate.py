@@ -23,6 +23,8 @@ def validation_error(exc: ValidationError, model: type[BaseModel], where: str = 
         if error["type"] == "extra_forbidden":
             key = str(error["loc"][-1])
             lines.append(f"{path}: unknown key{closest(key, fields, n=1) if fields else ''}")
+        elif error["type"] == "missing":
+            lines.append(f"{path}: required, missing")
         else:
             lines.append(f"{path}: {error['msg']}, got {error.get('input')!r}")
     return LesionError("; ".join(lines))

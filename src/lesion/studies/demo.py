@@ -1,73 +1,34 @@
-"""`lesion demo`: a complete small lesion study on scikit-learn's digits in under a minute."""
+"""`lesion demo`: the digits study of ``examples/digits.toml``, from code (no file, no download)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from lesion._sweep import sweep
-from lesion._threads import torch_threads
-from lesion.data import digits
-from lesion.models import load_model
-from lesion.plans import pairs, single
-from lesion.plots import ClassOutcomeBars, save_figure
-from lesion.report._summary import RunSummary, run_summary
-from lesion.store import Run
-
-DEMO_MODEL = "meyes2019-mlp"
-DEMO_KWARGS: dict[str, Any] = {"in_features": 64}
+from lesion.studies.custom import CustomStudyResult, run_study
 
 
-@dataclass(frozen=True)
-class DemoResult:
-    run: Run
-    summary: RunSummary
-    figures: list[Path]
+def demo_settings(seed: int = 0, epochs: int = 30) -> dict[str, Any]:
+    """The study file of the demo as a dict (``examples/digits.toml`` with the defaults)."""
+    return {
+        "name": "digits",
+        "seed": seed,
+        "model": {
+            "name": "meyes2019-mlp",
+            "args": {"in_features": 64},
+            "train": {"epochs": epochs, "lr": 0.05, "momentum": 0.9, "batch_size": 32},
+        },
+        "data": {"name": "digits"},
+        "plans": [{"kind": "single", "layers": "fc1;fc2"}, {"kind": "pairs", "layers": "fc1"}],
+        "analyses": {"attributes": True, "correlations": True, "activations": {"fc1": "relu1", "fc2": "relu2"}},
+        "report": {"plan": "single"},
+    }
 
 
-def run_demo(out: str | Path, *, seed: int = 0, epochs: int = 30, progress: bool = False) -> DemoResult:
-    """Train the 64-20-10-10 MLP on digits, lesion every hidden unit and every fc1 pair, summarise, draw.
+def run_demo(out: str | Path, *, seed: int = 0, epochs: int = 30, progress: bool = False) -> CustomStudyResult:
+    """Train the 64-20-10-10 MLP on digits, lesion every hidden unit and every fc1 pair, analyse, draw, summarise.
 
-    The run directory ``out`` holds ``results.sqlite``, ``model.pt`` (initial and trained weights)
-    and ``figures/*.png``. Rerunning into it resumes and reuses the trained network. The network
-    is tiny, so everything runs on one thread (several threads only add synchronisation).
+    ``out`` becomes a study directory (``lesions/``, ``model.pt``, ``tables/``, ``figures/``,
+    ``summary.md``); rerunning into it resumes and reuses the trained network.
     """
-    with torch_threads(1):
-        return _run_demo(Path(out), seed, epochs, progress)
-
-
-def _run_demo(out: Path, seed: int, epochs: int, progress: bool) -> DemoResult:
-    from lesion.train import train_model
-
-    data = digits()
-    checkpoint_path = out / "model.pt"
-    if checkpoint_path.is_file():
-        model = load_model(checkpoint=checkpoint_path)
-        checkpoint = None
-    else:
-        checkpoint = train_model(
-            DEMO_MODEL, data, seed=seed, epochs=epochs, lr=0.05, momentum=0.9, batch_size=32,
-            model_kwargs=DEMO_KWARGS, progress=progress,
-        )
-        model = load_model(DEMO_MODEL, **DEMO_KWARGS)
-        model.load_state_dict(checkpoint["trained"])
-    plans = [single(model, "fc1;fc2"), pairs(model, "fc1")]
-    run = sweep(
-        model, data.test, plans, out, model_name=DEMO_MODEL,
-        config={"study": "demo", "seed": seed, "epochs": epochs}, progress=progress,
-    )
-    if checkpoint is not None:
-        torch.save(checkpoint, checkpoint_path)
-    summary = run_summary(run, plan="single")
-    figures = []
-    worst = summary.drops["lesion"].iloc[0]
-    for key in ("intact", worst):
-        bars = ClassOutcomeBars.from_run(run, key).plot()
-        figures += save_figure(bars.figure_, out / "figures" / f"bars-{key.replace(':', '-')}")
-        import matplotlib.pyplot as plt
-
-        plt.close(bars.figure_)
-    return DemoResult(run, summary, figures)
+    return run_study(demo_settings(seed, epochs), out, progress=progress)

@@ -1,4 +1,4 @@
-"""The 2019 MLP study's summary: each number the paper reports beside the one measured here.
+"""The 2019 MLP study's report: its figures, and summary.md with each number the paper reports beside ours.
 
 The paper numbers its units 1..20 in the text; `lesion` numbers them from 0, so the paper's
 unit 12 is our ``fc1:11``. Every "ours" cell names units 0-based.
@@ -8,11 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from lesion.stats import OVERALL
-from lesion.studies.meyes2019_mlp._analysis import ranked_pairs, unit_drops
+from lesion._errors import LesionError
+from lesion._lesion import Lesion
+from lesion.data import Split
+from lesion.models import load_checkpoint
+from lesion.report import bullet_list, markdown_table, timings_table
+from lesion.stats import OVERALL, ClassDropSpread, pair_parts, ranked_pairs, unit_drops
+from lesion.store import Run
+from lesion.studies._study import StudyDir
 
 LOW_DROP_PP = 2.0
 """A unit whose lesion costs less than this many pp overall counts as "≈1 % drop" (pruning candidate)."""
@@ -22,7 +31,7 @@ SUMMARY_COLUMNS = ("quantity", "paper", "reference network", "population")
 
 @dataclass(frozen=True)
 class StudyTables:
-    """The study's analysed tables, over all networks (see `lesion.studies.meyes2019_mlp._analysis`)."""
+    """The study's analysed tables, over all networks (see `lesion.stats.lesion_effects` and its neighbours)."""
 
     effects: pd.DataFrame
     pairs: pd.DataFrame
@@ -31,6 +40,16 @@ class StudyTables:
     reference_network: int
     class_names: tuple[str, ...]
     alpha: float
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The unit attributes and analysed tables of the whole population."""
+
+    attributes: pd.DataFrame
+    tables: StudyTables
+    spread: ClassDropSpread
+    attribute_effects: pd.DataFrame
 
 
 def summary_table(tables: StudyTables) -> pd.DataFrame:
@@ -260,31 +279,17 @@ ROWS: tuple[Callable[[StudyTables], list[str]], ...] = (
 )
 
 
-def markdown_table(table: pd.DataFrame) -> str:
-    """A pipe table of `table` (cells as text, ``|`` escaped)."""
-    def cell(value: object) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(map(cell, table.columns)) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)
-
-
-def summary_markdown(
-    table: pd.DataFrame,
-    *,
-    settings: Mapping[str, object],
-    timings: Mapping[str, float],
-    figures: Mapping[str, list[str]],
-    tables: Mapping[str, str],
-    details: Mapping[str, pd.DataFrame] | None = None,
-) -> str:
-    """The text of ``summary.md``: settings, the paper-versus-measured table, details, timings, files.
-
-    ``details`` maps a section title to a table printed under it.
-    """
-    lines = ["# Meyes et al. (2019), shallow MLP: reproduction summary", ""]
-    lines += [f"- {k}: {v}" for k, v in settings.items()]
+def write_summary(study: StudyDir, analysis: Analysis, settings: Mapping[str, object]) -> pd.DataFrame:
+    """Write ``summary.md`` (settings, the paper-versus-measured table, details, wall times, files); returns the table."""
+    tables = analysis.tables
+    table = summary_table(tables)
+    network = tables.reference_network
+    details = {
+        f"Largest class gains of single-unit lesions (network seed {network})": class_gain_details(tables),
+        f"Most super-additive damage, fc1 pairs (network seed {network})": pair_details(tables, "negative"),
+        f"Most super-additive gains, fc1 pairs (network seed {network})": pair_details(tables, "positive"),
+    }
+    lines = ["# Meyes et al. (2019), shallow MLP: reproduction summary", "", bullet_list(settings)]
     lines += [
         "",
         "Units are numbered from 0 here (`fc1:0` .. `fc1:19`); the paper numbers them 1..20 in its text, "
@@ -294,20 +299,14 @@ def summary_markdown(
         markdown_table(table),
         "",
     ]
-    for title, frame in (details or {}).items():
+    for title, frame in details.items():
         lines += [f"## {title}", "", markdown_table(frame) if len(frame) else "(none)", ""]
-    lines += [
-        "## Wall time per stage",
-        "",
-        markdown_table(pd.DataFrame({"stage": list(timings), "seconds": [f"{v:.1f}" for v in timings.values()]})),
-        "",
-        "## Figures",
-        "",
-    ]
-    lines += [f"- {name}: " + ", ".join(f"`{p}`" for p in paths) for name, paths in figures.items()]
+    lines += ["## Wall time per stage", "", timings_table(study.timings), "", "## Figures", ""]
+    lines += [f"- {name}: " + ", ".join(f"`{p.relative_to(study.out)}`" for p in paths) for name, paths in study.figures.items()]
     lines += ["", "## Tables", ""]
-    lines += [f"- {name}: `{path}`" for name, path in tables.items()]
-    return "\n".join(lines) + "\n"
+    lines += [f"- {name}: `{path.relative_to(study.out)}`" for name, path in study.tables.items()]
+    study.write_summary("\n".join(lines) + "\n")
+    return table
 
 
 def class_gain_details(tables: StudyTables, top: int = 10) -> pd.DataFrame:
@@ -344,3 +343,134 @@ def pair_details(tables: StudyTables, kind: str, top: int = 5) -> pd.DataFrame:
             "lost only after the pair": rows["n_lost_pair_only"].astype(int).tolist(),
         }
     )
+
+
+# --- figures ----------------------------------------------------------------------------------
+
+
+def draw_figures(
+    study: StudyDir, analysis: Analysis, run: Run, checkpoint: Path, embedding: np.ndarray, split: Split
+) -> None:
+    """The paper's figures (PNG + SVG) for the reference network ``run`` and the population; closes ``run``."""
+    _Figures(study, analysis, run, checkpoint, embedding, split).draw()
+
+
+class _Figures:
+    """The paper's figures for the reference network (single lesions, pairs) and the population."""
+
+    def __init__(
+        self, study: StudyDir, analysis: Analysis, run: Run, checkpoint: Path, embedding: np.ndarray, split: Split
+    ) -> None:
+        self.study, self.analysis, self.run, self.checkpoint, self.embedding = study, analysis, run, checkpoint, embedding
+        self.split = split
+        tables = analysis.tables
+        self.network = tables.reference_network
+        self.effects = tables.effects[tables.effects["network"] == self.network]
+        self.pairs = tables.pairs[tables.pairs["network"] == self.network]
+
+    def draw(self) -> None:
+        from lesion.plots._mlp import EmbeddingView
+
+        try:
+            drops = unit_drops(self.effects, "fc1")
+            overall = drops[drops["class"] == OVERALL].sort_values("drop", ascending=False, kind="stable")
+            units = [f"fc1:{u}" for u in overall["unit"]]
+            largest, second, smallest = units[0], units[1], units[-1]
+            selective = self._selective_unit(drops, exclude=largest)
+            gain = drops[drops["class"] >= 0].sort_values("change_pp", ascending=False, kind="stable").iloc[0]
+            low = overall[overall["drop"] < LOW_DROP_PP]
+            low_units = [f"fc1:{u}" for u in (low if len(low) else overall.tail(4))["unit"].head(4)]
+            negative = ranked_pairs(self.pairs, "negative", top=1, overall=True)
+            positive = self._positive_pair()
+
+            self._save("fig01-tsne", EmbeddingView.from_run(self.run, self.embedding).plot().figure_, self._title(1))
+            self._outcomes("fig02-intact", ["intact"], 2)
+            self._outcomes("fig03-largest-drop", [largest], 3)
+            self._outcomes("figA1-second-largest-drop", [second], "A.1")
+            self._outcomes("fig04-selective-unit", [selective], 4)
+            self._outcomes("fig05-smallest-drop", [smallest], 5)
+            self._outcomes("figA2-low-drop-units", low_units, "A.2")
+            self._outcomes("fig06-median-drop", [units[len(units) // 2]], 6)
+            self._outcomes("fig07-largest-class-gain", [f"fc1:{int(gain['unit'])}"], 7)
+            self._weight_maps()
+            self._population_figures()
+            pair = negative["lesion"].iloc[0] if len(negative) else self.pairs["lesion"].iloc[0]
+            self._outcomes("fig12-negative-synergy-pair", [pair], 12)
+            self._outcomes("fig13-positive-synergy-pair", [positive], 13)
+            self._outcomes("figA3-pair-of-fig3-fig4-units", [_pair_key(largest, selective)], "A.3")
+            self._outcomes("figA4-singles-of-fig13-pair", list(pair_parts(positive)), "A.4", embedding=False)
+        finally:
+            self.run.close()
+
+    def _selective_unit(self, drops: pd.DataFrame, exclude: str) -> str:
+        """Fig. 4: the fc1 unit whose lesion hits one class hardest relative to the others.
+
+        Score: the largest class drop minus the mean drop of the other classes (pp).
+        """
+        per_class = drops[drops["class"] >= 0].pivot(index="unit", columns="class", values="drop")
+        top = per_class.max(axis=1)
+        score = top - (per_class.sum(axis=1) - top) / (per_class.shape[1] - 1)
+        ranked = [f"fc1:{u}" for u in score.sort_values(ascending=False, kind="stable").index]
+        return next(u for u in ranked if u != exclude)
+
+    def _positive_pair(self) -> str:
+        """Fig. 13: the pair whose class gain most exceeds its singles' (else the largest class synergy)."""
+        top = ranked_pairs(self.pairs, "positive", top=1)
+        if len(top):
+            return str(top["lesion"].iloc[0])
+        rows = self.pairs[self.pairs["class"] >= 0]
+        return str(rows.loc[rows["synergy"].idxmax(), "lesion"])
+
+    def _outcomes(self, name: str, lesions: list[str], figure: int | str, embedding: bool = True) -> None:
+        import matplotlib.pyplot as plt
+
+        from lesion.plots._mlp import LesionOutcomeView
+
+        panels = 2 if embedding else 1
+        rows, cols = (len(lesions), panels) if embedding else (1, len(lesions))
+        fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 3.9 * rows), squeeze=False)
+        for i, key in enumerate(lesions):
+            view = LesionOutcomeView.from_run(self.run, key, self.embedding if embedding else None, self.effects)
+            view.plot(axes[i] if embedding else axes[0, i])
+        self._save(name, fig, self._title(figure) + " (units 0-based)")
+
+    def _weight_maps(self) -> None:
+        from lesion.plots._mlp import WeightMaps
+
+        checkpoint = load_checkpoint(self.checkpoint)
+        trained = checkpoint["trained"]["fc1.weight"]
+        initial = checkpoint.get("initial", {}).get("fc1.weight")
+        attrs = self.analysis.attributes
+        p = attrs[(attrs["network"] == self.network) & (attrs["layer"] == "fc1") & (attrs["attribute"] == "mw_p")]
+        shape = self.split.input_shape
+        fan_in = int(trained.shape[1])
+        image = (int(shape[-2]), int(shape[-1])) if len(shape) >= 2 and shape[-2] * shape[-1] == fan_in else (1, fan_in)
+        view = WeightMaps.from_weights(trained, p.sort_values("unit")["value"], image, initial=initial).plot()
+        self._save("fig08-weight-maps", view.figure_)
+
+    def _population_figures(self) -> None:
+        from lesion.plots._mlp import AttributeDropScatter, ClassSpreadLines, CoefficientDensity
+
+        table = self.analysis.attribute_effects
+        scatter = AttributeDropScatter.from_table(table, "mw_p", self.network).plot()
+        self._save("fig09-pvalue-vs-drop", scatter.figure_, self._title(9, population=True))
+        c = self.analysis.tables.correlations
+        rows = c[(c["layer"] == "fc1") & (c["attribute"] == "mw_p") & (c["class"] == OVERALL)]
+        self._save("fig10-coefficient-density", CoefficientDensity.from_table(rows, "mw_p").plot().figure_, self._title(10, population=True))
+        lines = ClassSpreadLines.from_spread(self.analysis.spread, self.split.class_names).plot()
+        self._save("fig11-class-spread", lines.figure_, self._title(11, population=True))
+
+    def _title(self, figure: int | str, population: bool = False) -> str:
+        who = f"{self.analysis.tables.effects['network'].nunique()} networks" if population else f"network seed {self.network}"
+        return f"Meyes et al. 2019, Fig. {figure} analogue: {who}"
+
+    def _save(self, name: str, fig: Any, title: str | None = None) -> None:
+        self.study.save_figure(name, fig, title=title, tight=True)
+
+
+def _pair_key(a: str, b: str) -> str:
+    """The two-unit lesion key of two single-unit keys of one layer."""
+    (layer_a, (u,)), (layer_b, (v,)) = Lesion.from_key(a).units[0], Lesion.from_key(b).units[0]
+    if layer_a != layer_b:
+        raise LesionError(f"expected two units of one layer, got {a!r} and {b!r}")
+    return Lesion(((layer_a, tuple(sorted((u, v)))),)).key

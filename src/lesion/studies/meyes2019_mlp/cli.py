@@ -35,7 +35,7 @@ def command(
     """
     from rich.console import Console
 
-    from lesion.studies.meyes2019_mlp._report import markdown_table
+    from lesion.report import markdown_table
     from lesion.studies.meyes2019_mlp._stages import run_meyes2019_mlp
 
     result = run_meyes2019_mlp(

@@ -3,29 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from lesion.plots import save_figure
 from lesion.plots._vgg import (
     ClassDepthProfile,
     DepthProfile,
-    IterativeRecoveryCurve,
     LesionPointComparison,
-    RecoveryCurves,
     SortedClassDrops,
+    recovery_figure,
 )
+from lesion.report import markdown_table, timings_table
+from lesion.studies._study import StudyDir
 from lesion.studies.meyes2019_vgg import _analysis as analysis
-from lesion.studies.meyes2019_vgg._recovery import RecoveryResult
-from lesion.studies.meyes2019_vgg._stages import RECOVERY_FRACTION
+from lesion.studies.meyes2019_vgg._analysis import RECOVERY_FRACTION
+from lesion.train import RecoveryResult
 
 if TYPE_CHECKING:
     from lesion.studies.meyes2019_vgg._stages import Meyes2019VggResult
 
-FORMATS = ("png", "svg")
 SECTIONS = (
     "## Setup",
     "## Which layers matter most",
@@ -42,37 +40,26 @@ SECTIONS = (
 # --- figures ------------------------------------------------------------------------------
 
 
-def draw_figures(result: Meyes2019VggResult) -> list[Path]:
-    """Write every figure of the study as PNG and SVG under ``result.out / "figures"``; returns the files."""
+def draw_figures(study: StudyDir, result: Meyes2019VggResult) -> None:
+    """Every figure of the study, as PNG and SVG under ``figures/``."""
     import matplotlib
 
     matplotlib.use("Agg")
-    folder = result.out / "figures"
     point = result.config["lesion_point"]
     fractions = result.config["fractions"]
     shown = analysis.shown_fractions(fractions)
-    files: list[Path] = []
     for number, metric in (("14", "top1"), ("15", "top5")):
-        files += _save(_panels(fractions, lambda p, ax, m=metric: DepthProfile.from_table(result.depth, point, m, p).plot(ax)), folder / f"fig{number}-depth-{metric}")
+        study.save_figure(f"fig{number}-depth-{metric}", _panels(fractions, lambda p, ax, m=metric: DepthProfile.from_table(result.depth, point, m, p).plot(ax)))
     for metric in ("top5", "top1"):
         draw = lambda p, ax, m=metric: ClassDepthProfile.from_table(result.depth, point, m, p, result.classes).plot(ax)  # noqa: E731
-        files += _save(_panels(shown, draw), folder / f"fig16-classes-{metric}")
-        files += _save(_class_drops_grid(result, metric, shown), folder / f"fig17-class-drops-{metric}")
+        study.save_figure(f"fig16-classes-{metric}", _panels(shown, draw))
+        study.save_figure(f"fig17-class-drops-{metric}", _class_drops_grid(result, metric, shown))
     if result.recovery:
-        files += _save(_recovery_figure(result.recovery, "instances"), folder / "fig18-recovery-instances")
-        files += _save(_recovery_figure(result.recovery, "iterative"), folder / "fig19-recovery-iterative")
+        study.save_figure("fig18-recovery-instances", recovery_figure(result.recovery, "instances"))
+        study.save_figure("fig19-recovery-iterative", recovery_figure(result.recovery, "iterative"))
     if {"conv", "block"} <= set(result.points.columns):
         p = result.config["compare_fraction"]
-        files += _save(LesionPointComparison(result.points, "top1", p).plot().figure_, folder / "lesion-points")
-    return files
-
-
-def _save(figure: Any, path: Path) -> list[Path]:
-    import matplotlib.pyplot as plt
-
-    files = save_figure(figure, path, formats=FORMATS)
-    plt.close(figure)
-    return files
+        study.save_figure("lesion-points", LesionPointComparison(result.points, "top1", p).plot().figure_)
 
 
 def _panels(fractions: Sequence[float], draw: Any) -> Any:
@@ -105,48 +92,24 @@ def _extreme_layers(result: Meyes2019VggResult) -> list[str]:
     return list(dict.fromkeys([names[0], names[-1]]))
 
 
-def save_recovery_figure(results: Sequence[RecoveryResult], path: Path) -> list[Path]:
-    """Figure 18 / 19 of ``results`` (all of one protocol) as ``path``.png and .svg; returns the files."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    return _save(_recovery_figure(results, results[0].protocol), path)
-
-
-def _recovery_figure(results: Sequence[RecoveryResult], protocol: str) -> Any:
-    """Figure 18 (instances) or 19 (iterative): top-5 (the paper's) and top-1, one colour per layer."""
-    import matplotlib.pyplot as plt
-
-    chosen = [r for r in results if r.protocol == protocol]
-    history = pd.concat([r.history for r in chosen])
-    width = 6 if protocol == "instances" else 8
-    fig, axes = plt.subplots(1, 2, figsize=(2 * width, 3.6))
-    for ax, metric in zip(axes, ("top5", "top1"), strict=True):
-        baseline = {r.layer: r.baseline[metric] for r in chosen}
-        display = RecoveryCurves if protocol == "instances" else IterativeRecoveryCurve
-        display(history, baseline, metric).plot(ax)
-    fig.tight_layout()
-    return fig
-
-
 # --- summary ------------------------------------------------------------------------------
 
 
-def summary_markdown(result: Meyes2019VggResult) -> str:
-    """The study's findings as Markdown: one section per question, numbers from the tables."""
+def write_summary(study: StudyDir, result: Meyes2019VggResult) -> None:
+    """``summary.md``: the study's findings, one section per question, numbers from the tables."""
     parts = [
         f"# Meyes et al. (2019), VGG study: reproduction on {_source(result)}\n",
         _setup(result),
         _layers_section(result),
         _spread_section(result),
         _class_section(result),
-        _recovery_section(result),
-        _iterative_section(result),
+        _recovery_section(result, "instances"),
+        _recovery_section(result, "iterative"),
         _point_section(result),
-        "## Figures\n\n" + "\n".join(f"- `{p.relative_to(result.out)}`" for p in result.figures if p.suffix == ".png") + "\n",
-        "## Timings\n\n" + "\n".join(f"- {stage}: {seconds:.0f} s" for stage, seconds in result.timings.items()) + "\n",
+        "## Figures\n\n" + "\n".join(f"- `{paths[0].relative_to(study.out)}`" for paths in study.figures.values()) + "\n",
+        "## Timings\n\n" + timings_table(study.timings) + "\n",
     ]
-    return "\n".join(parts)
+    study.write_summary("\n".join(parts))
 
 
 def _source(result: Meyes2019VggResult) -> str:
@@ -158,16 +121,6 @@ def _source(result: Meyes2019VggResult) -> str:
 
 def _pct(p: float) -> str:
     return f"{100 * p:g} %"
-
-
-def _table(frame: pd.DataFrame, digits: int = 2) -> str:
-    """A small DataFrame as a Markdown table."""
-    def cell(v: Any) -> str:
-        return f"{v:.{digits}f}" if isinstance(v, (float, np.floating)) else str(v)
-
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def _setup(result: Meyes2019VggResult) -> str:
@@ -206,7 +159,7 @@ def _layers_section(result: Meyes2019VggResult) -> str:
         "## Which layers matter most\n\n"
         f"At {_pct(p)} of each layer's filters the largest mean top-1 drops are in **{first}** and **{second}** "
         f"(the paper, on ImageNet's VGG-19-BN: features.33 and features.46). Layers by mean top-1 drop:\n\n"
-        + _table(shown) + "\n"
+        + markdown_table(shown, 2) + "\n"
     )
 
 
@@ -220,7 +173,7 @@ def _spread_section(result: Meyes2019VggResult) -> str:
     ).reset_index()
     stats["fraction"] = stats["fraction"].map(_pct)
     stats.columns = ["fraction", "smallest layer mean", "largest layer mean", "std across layers", "layers whose lower band crosses 0"]
-    lines.append(_table(stats))
+    lines.append(markdown_table(stats, 2))
     lines.append(
         "\nA lower band below 0 means that some lesions of that layer *increased* top-1 accuracy (the paper: the red "
         "area crossing the zero line in Figure 14)."
@@ -268,12 +221,18 @@ def _by_protocol(result: Meyes2019VggResult, protocol: str) -> list[RecoveryResu
     return [r for r in result.recovery if r.protocol == protocol]
 
 
-def _recovery_section(result: Meyes2019VggResult) -> str:
-    lines = ["## Recovery after one epoch\n"]
-    chosen = _by_protocol(result, "instances")
+def _recovery_section(result: Meyes2019VggResult, protocol: str) -> str:
+    """The section of one recovery protocol (or that recovery was not run)."""
+    title = {"instances": "## Recovery after one epoch\n", "iterative": "## Iterative recovery\n"}[protocol]
+    chosen = _by_protocol(result, protocol)
     if not chosen:
-        return "\n".join([*lines, "Recovery was not run (recovery=False).\n"])
-    rows = []
+        return "\n".join([title, "Recovery was not run (recovery=False).\n"])
+    body = _instances_lines if protocol == "instances" else _iterative_lines
+    return "\n".join([title, *body(chosen)]) + "\n"
+
+
+def _instances_lines(chosen: list[RecoveryResult]) -> list[str]:
+    lines, rows = [], []
     for r in chosen:
         means = 100 * r.history.groupby("epoch")[["top1", "top5"]].mean()
         last = int(means.index.max())
@@ -288,7 +247,7 @@ def _recovery_section(result: Meyes2019VggResult) -> str:
             )
     frame = pd.DataFrame(rows)
     lines.append("Mean accuracy (%) over the instances, each a different random 25 % group:\n")
-    lines.append(_table(frame))
+    lines.append(markdown_table(frame, 2))
     gaps = frame.groupby("metric")["gap after 1 (pp)"].max()
     lines.append(
         f"\nAfter one recovery epoch the largest gap to the intact network over the recovered layers is "
@@ -296,15 +255,11 @@ def _recovery_section(result: Meyes2019VggResult) -> str:
         "The paper, on ImageNet: < 1 pp of top-5 after one epoch, little gained by later epochs, the original "
         "accuracy never exceeded."
     )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def _iterative_section(result: Meyes2019VggResult) -> str:
-    lines = ["## Iterative recovery\n"]
-    chosen = _by_protocol(result, "iterative")
-    if not chosen:
-        return "\n".join([*lines, "Recovery was not run (recovery=False).\n"])
-    rows = []
+def _iterative_lines(chosen: list[RecoveryResult]) -> list[str]:
+    lines, rows = [], []
     for r in chosen:
         h = r.history
         ends = h.groupby("run").tail(1)
@@ -319,12 +274,12 @@ def _iterative_section(result: Meyes2019VggResult) -> str:
             }
         )
     lines.append("25 % of the layer's filters drawn per iteration, with replacement, so the dead set grows slowly:\n")
-    lines.append(_table(pd.DataFrame(rows)))
+    lines.append(markdown_table(pd.DataFrame(rows), 2))
     lines.append(
         "\nThe paper: after the last iteration ~80 % of the filters were dead in either layer and the network still "
         "recovered most of its top-5 accuracy, the gap to the original growing slightly with each iteration."
     )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _point_section(result: Meyes2019VggResult) -> str:
@@ -344,7 +299,7 @@ def _point_section(result: Meyes2019VggResult) -> str:
     diff = points["block_minus_conv"]
     lines += [
         f"\nMean top-1 drop per layer at {_pct(p)} under both lesion points:\n",
-        _table(shown),
+        markdown_table(shown, 2),
         f"\nAveraged over layers the block lesion costs {diff.mean():+.2f} pp more top-1 than the conv lesion "
         f"(largest difference {diff.abs().max():.2f} pp in {points.loc[diff.abs().idxmax(), 'layer']}).",
     ]

@@ -37,15 +37,13 @@ and ``summary.md``. Rerunning into it resumes every stage.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import nn
 
 from lesion._errors import LesionError, check_int, closest
@@ -58,15 +56,12 @@ from lesion.models._vgg import vgg_conv_layers
 from lesion.plans import Plan
 from lesion.plans._fraction import fraction
 from lesion.store import Run
-from lesion.studies._common import StageTimings, claim_study
 from lesion.studies._engine import EngineConfig
+from lesion.studies._study import StudyDir, StudyResult
 from lesion.studies.meyes2019_vgg import _analysis as analysis
-from lesion.studies.meyes2019_vgg._recovery import (
-    PROTOCOLS,
-    RecoveryResult,
-    history_tables,
-    run_recovery,
-)
+from lesion.studies.meyes2019_vgg._analysis import RECOVERY_FRACTION
+from lesion.studies.meyes2019_vgg._report import draw_figures, write_summary
+from lesion.train import RecoveryResult, run_recovery, seeded_subset
 
 STUDY = "meyes2019-vgg"
 FRACTIONS = (0.01, 0.05, 0.10, 0.25, 0.50)
@@ -77,17 +72,14 @@ SMALL_MODEL = "vgg11_bn"
 SMALL_CLASSIFIER_WIDTH = 128
 #: SGD of the small network's training (ours; the paper used torchvision's pretrained VGG-19-BN).
 TRAIN_SGD: dict[str, Any] = {"lr": 0.01, "momentum": 0.9, "batch_size": 64}
-#: The paper's recovery protocols: 25 % groups, 5 instances x 5 epochs; iterative with stopping rule.
-RECOVERY_FRACTION = 0.25
 
 
-@dataclass(frozen=True)
-class Meyes2019VggResult:
-    """Everything the study computed; tables are also in ``out/tables``.
+@dataclass(frozen=True, kw_only=True)
+class Meyes2019VggResult(StudyResult):
+    """Everything the study computed (besides `StudyResult`'s files and timings).
 
     Attributes
     ----------
-    out : Path
     config : dict
         The study's settings (``out/study.json``).
     run : Run
@@ -95,8 +87,8 @@ class Meyes2019VggResult:
     accuracy : dict of str -> float
         The intact network's ``top1`` and ``top5`` on the evaluation split (fractions).
     depth : DataFrame
-        :func:`lesion.studies.meyes2019_vgg._analysis.layer_drops`: one row per (point, metric, fraction,
-        layer, class) with ``mean``, ``lower_std``, ``upper_std`` (pp).
+        :func:`lesion.studies.meyes2019_vgg._analysis.layer_drops`: one row per (point, metric,
+        fraction, layer, class) with ``mean``, ``lower_std``, ``upper_std`` (pp).
     ranking : DataFrame
         The layers by mean top-1 drop at the reference fraction (10 %), largest first.
     points : DataFrame
@@ -105,13 +97,8 @@ class Meyes2019VggResult:
         The example classes of Figure 16.
     recovery : list of RecoveryResult
         One per recovered layer and protocol.
-    figures : list of Path
-    timings : dict of str -> float
-        Wall seconds per stage (from the run that computed it).
-    summary : Path or None
     """
 
-    out: Path
     config: dict[str, Any]
     run: Run
     accuracy: dict[str, float]
@@ -120,9 +107,6 @@ class Meyes2019VggResult:
     points: pd.DataFrame
     classes: list[str]
     recovery: list[RecoveryResult]
-    figures: list[Path] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    summary: Path | None = None
 
     @property
     def recovery_layers(self) -> list[str]:
@@ -230,22 +214,24 @@ def run_meyes2019_vgg(
         recovery=recovery, recovery_samples=recovery_samples, instances=instances, recovery_epochs=recovery_epochs,
         max_epochs=max_epochs, max_iterations=max_iterations, seed=seed,
     )
-    out = Path(out)
-    claim_study(out, STUDY, config)
     with torch_threads(threads) if threads else contextlib.nullcontext():
-        return _run(out, config, data_dir, weights, train_dir, val_dir, classes, recovery_layers, engine or EngineConfig(), progress)
+        net, dataset = _inputs(config, data_dir, weights, train_dir, val_dir)
+        classes = _example_classes(classes, dataset.test.class_names)
+        study = StudyDir(out, STUDY, config).claim()
+        return _run(study, net, dataset, classes, recovery_layers, engine or EngineConfig(), progress)
 
 
 def _run(
-    out: Path, config: dict[str, Any], data_dir: str | Path | None, weights: str | Path | None,
-    train_dir: str | Path | None, val_dir: str | Path | None, classes: Sequence[str] | None,
+    study: StudyDir, net: nn.Module | None, dataset: Dataset, classes: list[str],
     recovery_layers: Sequence[str] | None, engine: EngineConfig, progress: bool,
 ) -> Meyes2019VggResult:
-    timings = StageTimings.load(out / "timings.json")
-    net, dataset = _model(out, config, data_dir, weights, train_dir, val_dir, timings, progress)
+    config = study.identity
+    if net is None:
+        study.cached("train", "model.pt", lambda: _train(dataset, config, progress))
+        net = load_model(checkpoint=study.path("model.pt"))
     split = seeded_subset(dataset.test, config["eval_samples"], config["seed"])
-    with timings.stage("sweep", cached=True):
-        run, plans = _sweep(net, split, config, out / "lesions", engine, progress)
+    with study.stage("sweep", resumable=True):
+        run, plans = _sweep(net, split, config, study.path("lesions"), engine, progress)
     convs = vgg_conv_layers(net)
     depth = analysis.layer_drops(run, plans, point_layers={"block": convs})
     point, p_ref = config["lesion_point"], analysis.reference_fraction(config["fractions"])
@@ -254,22 +240,19 @@ def _run(
     chosen = _recovery_layers(recovery_layers, ranking, convs)
     results = []
     if config["recovery"]:
-        with timings.stage("recovery", cached=True):
-            results = _recover(net, dataset, split, chosen, config, out / "recovery", progress)
+        with study.stage("recovery", resumable=True):
+            results = _recover(net, dataset, split, chosen, config, study.path("recovery"), progress)
     intact = run.table("top1").loc["intact", "all"], run.table("topk").loc["intact", "all"]
     result = Meyes2019VggResult(
-        out=out, config=config, run=run, accuracy={"top1": float(intact[0]), "top5": float(intact[1])},
-        depth=depth, ranking=ranking, points=points, classes=_example_classes(classes, split.class_names),
+        out=study.out, config=config, run=run, accuracy={"top1": float(intact[0]), "top5": float(intact[1])},
+        depth=depth, ranking=ranking, points=points, classes=classes,
         recovery=results,
     )
-    _write_tables(result)
-    from lesion.studies.meyes2019_vgg._report import draw_figures, summary_markdown
-
-    with timings.stage("figures"):
-        figures = draw_figures(result)
-    result = replace(result, figures=figures, timings=dict(timings.seconds), summary=out / "summary.md")
-    (out / "summary.md").write_text(summary_markdown(result))
-    return result
+    _write_tables(study, result)
+    with study.stage("figures"):
+        draw_figures(study, result)
+    write_summary(study, result)
+    return replace(result, **study.files())
 
 
 # --- configuration and resumption ---------------------------------------------------------
@@ -318,22 +301,18 @@ def _config(**settings: Any) -> dict[str, Any]:
     }
 
 
-def _model(
-    out: Path, config: dict[str, Any], data_dir: str | Path | None, weights: str | Path | None,
-    train_dir: str | Path | None, val_dir: str | Path | None, timings: StageTimings, progress: bool,
-) -> tuple[nn.Module, Dataset]:
-    """The network in eval mode and its dataset (the small one trained once and saved as ``out/model.pt``)."""
+def _inputs(
+    config: dict[str, Any], data_dir: str | Path | None, weights: str | Path | None, train_dir: str | Path | None,
+    val_dir: str | Path | None,
+) -> tuple[nn.Module | None, Dataset]:
+    """The given network in eval mode (None for the small one, trained in the study) and the dataset."""
     if not config["small"]:
         dataset = load_dataset("folder", train_dir=train_dir, val_dir=val_dir)
         return load_model(config["model"], weights, **config["model_kwargs"]), dataset
     dataset = load_dataset(config["data"], data_dir, require_train=True)
     if config["train_samples"] is not None and dataset.train is not None:
         dataset = Dataset(dataset.name, dataset.test, dataset.train.head(config["train_samples"]))
-    saved = out / "model.pt"
-    with timings.stage("train", cached=True):
-        if not saved.is_file():
-            _train(dataset, config, saved, progress)
-    return load_model(checkpoint=saved), dataset
+    return None, dataset
 
 
 def small_model_kwargs(n_classes: int, width_divisor: int) -> dict[str, Any]:
@@ -344,23 +323,13 @@ def small_model_kwargs(n_classes: int, width_divisor: int) -> dict[str, Any]:
     }
 
 
-def _train(dataset: Dataset, config: dict[str, Any], saved: Path, progress: bool) -> None:
+def _train(dataset: Dataset, config: dict[str, Any], progress: bool) -> dict[str, Any]:
     from lesion.train import train_model
 
-    checkpoint = train_model(
+    return train_model(
         config["model"], dataset, seed=config["seed"], epochs=config["epochs"], **TRAIN_SGD,
         model_kwargs=small_model_kwargs(len(dataset.class_names), config["width_divisor"]), progress=progress,
     )
-    partial = saved.with_name(saved.name + ".tmp")
-    torch.save(checkpoint, partial)
-    os.replace(partial, saved)
-
-
-def seeded_subset(split: Split, n: int | None, seed: int) -> Split:
-    """A seeded random subset of ``n`` samples in split order (the whole split when n is None or larger)."""
-    if n is None or n >= len(split):
-        return split
-    return split.subset(np.sort(np.random.default_rng(seed).choice(len(split), size=n, replace=False)))
 
 
 def block_output(model: nn.Module, conv: str) -> str:
@@ -468,28 +437,21 @@ def _example_classes(given: Sequence[str] | None, names: Sequence[str]) -> list[
     return [names[i] for i in picks]
 
 
-def _write_tables(result: Meyes2019VggResult) -> None:
-    folder = result.out / "tables"
-    folder.mkdir(parents=True, exist_ok=True)
-    result.depth.to_csv(folder / "depth.csv", index=False)
-    result.ranking.to_csv(folder / "ranking.csv", index=False)
-    result.points.to_csv(folder / "lesion_points.csv", index=False)
+def _write_tables(study: StudyDir, result: Meyes2019VggResult) -> None:
+    study.write_table("depth", result.depth)
+    study.write_table("ranking", result.ranking)
+    study.write_table("lesion_points", result.points)
     if result.recovery:
-        pd.concat([r.history for r in result.recovery]).to_csv(folder / "recovery_history.csv", index=False)
-        pd.concat([r.classes for r in result.recovery]).to_csv(folder / "recovery_classes.csv", index=False)
+        study.write_table("recovery_history", pd.concat([r.history for r in result.recovery]))
+        study.write_table("recovery_classes", pd.concat([r.classes for r in result.recovery]))
 
 
 __all__ = [
     "FRACTIONS",
     "LESION_POINTS",
-    "PROTOCOLS",
     "Meyes2019VggResult",
-    "RecoveryResult",
     "block_output",
-    "history_tables",
     "point_plan",
     "run_meyes2019_vgg",
-    "run_recovery",
-    "seeded_subset",
     "small_model_kwargs",
 ]

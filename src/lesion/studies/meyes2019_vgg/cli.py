@@ -71,4 +71,4 @@ def command(
         "layers: " + ", ".join(f"{row.layer} (-{row.mean:.2f} pp top-1)" for row in top.itertuples()),
         highlight=False,
     )
-    console.print(f"wrote {result.summary} and {len(result.figures)} figure files under {result.out / 'figures'}")
+    console.print(f"wrote {result.summary_path} and {len(result.figures)} figures under {result.out / 'figures'}")

@@ -11,81 +11,16 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from lesion._errors import LesionError
-from lesion._lesion import Lesion
 from lesion.attributes import (
     ClassMeanAccumulator,
-    ablation_effect_selectivity,
     most_selective_counts,
     selectivity,
 )
 from lesion.engine._capture import Activations
 from lesion.stats import Correlation, correlate
-from lesion.store import Run
 
 #: Rows of the activation matrix read at once when accumulating class means.
 CHUNK_ROWS = 1024
-
-
-def class_changes(run: Run, keys: Sequence[str]) -> pd.DataFrame:
-    """Top-1 accuracy of each lesion minus the intact network's, per class (in [−1, 1]).
-
-    Returns
-    -------
-    DataFrame of shape (len(keys), n_classes + 1)
-        Index: lesion key; columns: the class names, then ``all``.
-    """
-    table = run.table("top1")
-    return table.loc[list(keys)] - table.loc["intact"]
-
-
-def layer_effects(run: Run, plan: str) -> pd.DataFrame:
-    """Mean change in class-specific accuracy per layer and fraction over a random-draw plan.
-
-    Every draw counts once, also when two draws picked the same units (the plan then holds one
-    lesion with two members; see :func:`lesion.plans.fraction`).
-
-    Returns
-    -------
-    DataFrame
-        One row per (layer, fraction, class): ``layer``, ``fraction``, ``class`` (−1: all
-        samples), ``class_name``, ``mean_change`` and ``std_change`` (top-1 accuracy, lesioned
-        minus intact, over the draws), ``n_draws``. Layers in model order.
-    """
-    info = run.meta(f"plan:{plan}")
-    draws = pd.DataFrame(
-        [(layer, fraction, draw, key) for key, members in info["members"].items() for layer, fraction, draw in members],
-        columns=["layer", "fraction", "draw", "lesion"],
-    )
-    change = class_changes(run, draws["lesion"].unique())
-    names = list(change.columns)
-    long = change.rename_axis(index="lesion", columns="class_name").stack().rename("change").reset_index()
-    merged = draws.merge(long, on="lesion")
-    grouped = merged.groupby(["layer", "fraction", "class_name"], sort=False)["change"]
-    effects = grouped.agg(mean_change="mean", std_change="std", n_draws="size").reset_index()
-    effects.insert(2, "class", effects["class_name"].map({n: i for i, n in enumerate(names[:-1])} | {"all": -1}))
-    order = {name: i for i, name in enumerate(info["layers"])}
-    effects = effects.sort_values(
-        ["fraction", "layer", "class"], key=lambda col: col.map(order) if col.name == "layer" else col, kind="stable"
-    )
-    return effects.reset_index(drop=True)
-
-
-def class_drops(effects: pd.DataFrame, fraction: float) -> pd.DataFrame:
-    """Per class, each layer's mean accuracy change and their sum (the stacked bar's height).
-
-    Returns
-    -------
-    DataFrame
-        Index: class names (no ``all``); one column per layer (mean change, in [−1, 1]) and
-        ``total``, their sum.
-    """
-    rows = effects[(effects["fraction"] == fraction) & (effects["class"] >= 0)]
-    if rows.empty:
-        raise LesionError(f"fraction: no effects for {fraction}; the table has {sorted(effects['fraction'].unique())}")
-    wide = rows.pivot(index="class_name", columns="layer", values="mean_change")
-    wide = wide.loc[list(dict.fromkeys(rows["class_name"])), list(dict.fromkeys(rows["layer"]))]
-    return wide.assign(total=wide.sum(axis=1))
 
 
 def error_vs_drop(class_accuracy: pd.Series, total_change: pd.Series) -> Correlation:
@@ -116,29 +51,6 @@ def activation_selectivity(activations: Activations, labels: np.ndarray, n_class
         accumulator.update(np.asarray(activations.values[start:stop][:, columns], dtype=np.float64), labels[start:stop])
     values = selectivity(accumulator.means())
     return neurons.assign(AS=values["selectivity"].to_numpy(), preferred_class=values["preferred_class"].to_numpy())
-
-
-def unit_ablation_selectivity(run: Run, plan: str) -> pd.DataFrame:
-    """AES of every single-unit lesion of ``plan``, from its class-specific accuracy changes.
-
-    Returns
-    -------
-    DataFrame
-        One row per lesion: ``lesion`` (key), ``layer``, ``unit``, the columns of
-        :func:`lesion.attributes.ablation_effect_selectivity` (``aes_class``, ``delta_max``,
-        ``delta_rest``, ``aes``, ``sign``, ``aes_scaled``, rescaled over all units of the plan
-        together) and ``delta_all`` (the overall accuracy change).
-    """
-    keys = list(run.lesions(plan)["key"])
-    change = class_changes(run, keys)
-    aes = ablation_effect_selectivity(change.drop(columns="all").to_numpy())
-    layer_unit = [Lesion.from_key(key).units[0] for key in keys]
-    return aes.drop(columns="unit").assign(
-        lesion=keys,
-        layer=[layer for layer, _ in layer_unit],
-        unit=[units[0] for _, units in layer_unit],
-        delta_all=change["all"].to_numpy(),
-    )[["lesion", "layer", "unit", "aes_class", "delta_max", "delta_rest", "aes", "sign", "aes_scaled", "delta_all"]]
 
 
 def neuron_table(as_table: pd.DataFrame, aes_table: pd.DataFrame) -> pd.DataFrame:
@@ -178,3 +90,8 @@ def selective_counts(neurons: pd.DataFrame, class_names: Sequence[str]) -> pd.Da
             "n_aes_positive": by_aes["n_positive"],
         }
     )
+
+
+def main_fraction(fractions: Sequence[float]) -> float:
+    """The fraction the paper reports (0.5) if planned, else the largest planned."""
+    return 0.5 if 0.5 in fractions else max(fractions)

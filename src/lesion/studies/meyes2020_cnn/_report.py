@@ -2,70 +2,78 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from lesion.data import Split
 from lesion.engine._capture import Activations
-from lesion.plots import save_figure
 from lesion.plots._cnn import LayerEmbeddings, LayerLesionBars, NeuronPopulation
+from lesion.report import markdown_table, timings_table
+from lesion.stats import class_drops
+from lesion.studies._study import StudyDir
+from lesion.studies.meyes2020_cnn._analysis import main_fraction
 
 if TYPE_CHECKING:
     from lesion.studies.meyes2020_cnn._stages import Meyes2020Result
 
-FORMATS = ("png", "svg")
+
+
+@dataclass(frozen=True)
+class PaperNumbers:
+    """What Meyes et al. (2020) report for one network."""
+
+    net: str
+    accuracy: float
+    error_vs_drop: tuple[float, float]  # Spearman r, p
+    as_vs_nh: tuple[float, float]  # Pearson r, p
+    aes_vs_nh: tuple[float, float]  # Pearson r, p
+    classes: tuple[int, int]  # the two classes of the neuron-population figure
+
+
+PAPER = {
+    "mnist": PaperNumbers("M-Net", 0.990, (0.26, 0.47), (0.28, 0.44), (-0.31, 0.38), (1, 6)),
+    "kmnist": PaperNumbers("K-Net", 0.953, (0.6, 0.07), (0.30, 0.40), (0.50, 0.14), (1, 2)),
+    "fashion-mnist": PaperNumbers("F-Net", 0.912, (0.48, 0.16), (0.61, 0.06), (0.68, 0.03), (1, 2)),
+}
 
 
 def draw_figures(
+    study: StudyDir,
     result: Meyes2020Result,
     intact_maps: dict[str, np.ndarray],
     lesioned_maps: dict[str, np.ndarray],
     neuron_map: np.ndarray,
     activations: Activations,
     split: Split,
-) -> list[Path]:
-    """Write every figure of the study as PNG and SVG under ``result.out / "figures"``; returns the files."""
+) -> None:
+    """Every figure of the study, as PNG and SVG under ``figures/``."""
     import matplotlib
 
     matplotlib.use("Agg")
-    folder = result.out / "figures"
-    files: list[Path] = []
     for fraction in result.config["fractions"]:
         bars = LayerLesionBars.from_effects(result.layer_effects, fraction, title=_bars_title(result, fraction))
-        files += _save(bars.plot().figure_, folder / f"layer-lesions-{round(100 * fraction)}pct")
+        study.save_figure(f"layer-lesions-{round(100 * fraction)}pct", bars.plot().figure_)
     labels = split.labels.numpy()[result.embed_samples]
     scores = result.layer_nh.set_index("layer")
     intact = LayerEmbeddings(
         intact_maps, labels, split.class_names, scores["intact"].to_dict(), title=f"{_net(result)}: activation spaces"
     )
-    files += _save(intact.plot().figure_, folder / "activation-space-intact")
+    study.save_figure("activation-space-intact", intact.plot().figure_)
     lost = _newly_misclassified(result)
     damaged = LayerEmbeddings(
         lesioned_maps, labels, split.class_names, scores["lesioned"].to_dict(), marked=lost,
         title=f"{_net(result)} with lesion {result.shown_lesion}: activation spaces",
     )
-    files += _save(damaged.plot().figure_, folder / "activation-space-lesioned-conv1")
+    study.save_figure("activation-space-lesioned-conv1", damaged.plot().figure_)
     layers = result.neurons["layer"].to_numpy()
     by_layer = NeuronPopulation.by_layer(neuron_map, layers, title=f"{_net(result)}: neuron population by layer")
-    files += _save(by_layer.plot().figure_, folder / "neurons-by-layer")
-    files += _save(_population_grid(result, neuron_map, activations, split), folder / "neurons-by-class")
-    return files
-
-
-def _save(figure: Any, path: Path) -> list[Path]:
-    import matplotlib.pyplot as plt
-
-    files = save_figure(figure, path, formats=FORMATS)
-    plt.close(figure)
-    return files
+    study.save_figure("neurons-by-layer", by_layer.plot().figure_)
+    study.save_figure("neurons-by-class", _population_grid(result, neuron_map, activations, split))
 
 
 def _net(result: Meyes2020Result) -> str:
-    from lesion.studies.meyes2020_cnn._stages import PAPER
-
     return f"{PAPER[result.dataset].net} ({result.dataset})"
 
 
@@ -84,7 +92,6 @@ def _population_grid(result: Meyes2020Result, neuron_map: np.ndarray, activation
     """Figures 5 / 6 / A.7 / A.8: per class (columns), neurons by activation, AS and AES (rows)."""
     import matplotlib.pyplot as plt
 
-    from lesion.studies.meyes2020_cnn._stages import PAPER
 
     neurons = result.neurons
     layers = neurons["layer"].to_numpy()
@@ -118,10 +125,8 @@ def _population_grid(result: Meyes2020Result, neuron_map: np.ndarray, activation
 # --- summary.md ---------------------------------------------------------------------------
 
 
-def summary_markdown(result: Meyes2020Result) -> str:
-    """The paper's numbers beside ours, the per-class and per-layer tables, what ran and how long."""
-    from lesion.studies.meyes2020_cnn._stages import PAPER, main_fraction
-
+def write_summary(study: StudyDir, result: Meyes2020Result) -> None:
+    """``summary.md``: the paper's numbers beside ours, the per-class and per-layer tables, what ran and how long."""
     paper = PAPER[result.dataset]
     classes = result.classes
     c1, c2 = paper.classes
@@ -170,14 +175,14 @@ def summary_markdown(result: Meyes2020Result) -> str:
         "",
         "## Stage wall times",
         "",
-        _timings(result),
+        timings_table(study.timings),
         "",
         "## Figures",
         "",
-        *_figure_list(result),
+        *_figure_list(study),
         "",
     ]
-    return "\n".join(lines)
+    study.write_summary("\n".join(lines))
 
 
 def _setup(result: Meyes2020Result, n: int, fraction: float) -> str:
@@ -199,14 +204,6 @@ def _setup(result: Meyes2020Result, n: int, fraction: float) -> str:
         "measured in the embedding of the test images themselves (the `input` panel). Figure 4's lesion: "
         f"`{result.shown_lesion}` (the first random draw of conv1)."
     )
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """``frame`` as a GitHub markdown table (no index)."""
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
-    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *rows])
 
 
 def _rp(correlation: Any, kind: str) -> str:
@@ -232,19 +229,12 @@ def _rises(result: Meyes2020Result) -> str:
 
 
 def _layer_table(result: Meyes2020Result, fraction: float) -> str:
-    from lesion.studies.meyes2020_cnn._analysis import class_drops
 
     drops = class_drops(result.layer_effects, fraction)
     return markdown_table(((100 * drops).round(2) + 0.0).reset_index().rename(columns={"class_name": "class"}))
 
 
-def _timings(result: Meyes2020Result) -> str:
-    rows = [f"| {stage} | {seconds:,.1f} s |" for stage, seconds in result.timings.items()]
-    total = sum(result.timings.values())
-    return "\n".join(["| stage | wall time |", "| --- | --- |", *rows, f"| **total** | {total:,.1f} s ({total / 60:.1f} min) |"])
-
-
-def _figure_list(result: Meyes2020Result) -> list[str]:
+def _figure_list(study: StudyDir) -> list[str]:
     what = {
         "layer-lesions": "Figures 2 / A.1 / A.2: stacked per-layer mean accuracy change per class",
         "activation-space-intact": "Figure 3 / A.3 / A.5: horizontal reduction per layer with NH",
@@ -253,8 +243,7 @@ def _figure_list(result: Meyes2020Result) -> list[str]:
         "neurons-by-class": "Figures 5 / 6 / A.7 / A.8: neurons by activation, AS and AES for two classes",
     }
     lines = []
-    for path in result.figures:
-        if path.suffix == ".png":
-            label = next(text for prefix, text in what.items() if path.stem.startswith(prefix))
-            lines.append(f"- `figures/{path.name}` (+ .svg): {label}")
+    for name, (png, *_) in study.figures.items():
+        label = next(text for prefix, text in what.items() if name.startswith(prefix))
+        lines.append(f"- `figures/{png.name}` (+ .svg): {label}")
     return lines

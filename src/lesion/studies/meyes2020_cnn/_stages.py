@@ -34,9 +34,8 @@ sweep continues where it stopped and finished captures and embeddings are read b
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +46,24 @@ from torch import nn
 
 from lesion._errors import LesionError, check_int, closest
 from lesion._files import file_sha256
-from lesion._lesion import Lesion, lesioned
+from lesion._lesion import INTACT, Lesion, lesioned
 from lesion.data import Dataset, Split, load_dataset
 from lesion.engine._capture import Activations, capture_activations, load_activations
 from lesion.models import load_checkpoint, load_model
 from lesion.plans import fraction, single
-from lesion.stats import Correlation
+from lesion.stats import (
+    Correlation,
+    class_changes,
+    class_drops,
+    layer_effects,
+    unit_ablation_selectivity,
+)
 from lesion.store import Run
-from lesion.studies._common import StageTimings, claim_study
 from lesion.studies._engine import EngineConfig
+from lesion.studies._study import StudyDir, StudyResult
 from lesion.studies.meyes2020_cnn import _analysis as analysis
+from lesion.studies.meyes2020_cnn._analysis import main_fraction
+from lesion.studies.meyes2020_cnn._report import draw_figures, write_summary
 
 STUDY = "meyes2020-cnn"
 MODEL = "meyes2020-cnn"
@@ -72,32 +79,12 @@ SINGLE_PLAN = "single"
 NH_NEIGHBOURS = 6
 
 
-@dataclass(frozen=True)
-class PaperNumbers:
-    """What Meyes et al. (2020) report for one network."""
-
-    net: str
-    accuracy: float
-    error_vs_drop: tuple[float, float]  # Spearman r, p
-    as_vs_nh: tuple[float, float]  # Pearson r, p
-    aes_vs_nh: tuple[float, float]  # Pearson r, p
-    classes: tuple[int, int]  # the two classes of the neuron-population figure
-
-
-PAPER = {
-    "mnist": PaperNumbers("M-Net", 0.990, (0.26, 0.47), (0.28, 0.44), (-0.31, 0.38), (1, 6)),
-    "kmnist": PaperNumbers("K-Net", 0.953, (0.6, 0.07), (0.30, 0.40), (0.50, 0.14), (1, 2)),
-    "fashion-mnist": PaperNumbers("F-Net", 0.912, (0.48, 0.16), (0.61, 0.06), (0.68, 0.03), (1, 2)),
-}
-
-
-@dataclass(frozen=True)
-class Meyes2020Result:
-    """Everything the study computed; the tables are also written to ``out/tables``.
+@dataclass(frozen=True, kw_only=True)
+class Meyes2020Result(StudyResult):
+    """Everything the study computed (besides `StudyResult`'s files and timings); tables are in ``out/tables``.
 
     Attributes
     ----------
-    out : Path
     dataset : str
     config : dict
         The study's settings (also in ``out/study.json``).
@@ -125,13 +112,8 @@ class Meyes2020Result:
         Its class-specific accuracy changes (index: class names and ``all``).
     embed_samples : ndarray of int
         The test images embedded (indices into the evaluation split).
-    figures : list of Path
-    timings : dict of str -> float
-        Wall seconds of each stage (from the run that computed it).
-    summary : Path
     """
 
-    out: Path
     dataset: str
     config: dict[str, Any]
     run: Run
@@ -147,9 +129,6 @@ class Meyes2020Result:
     shown_lesion: str
     shown_changes: pd.Series
     embed_samples: np.ndarray
-    figures: list[Path] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    summary: Path | None = None
 
 
 def run_meyes2020_cnn(
@@ -205,31 +184,36 @@ def run_meyes2020_cnn(
     Meyes2020Result
     """
     config = _config(dataset, checkpoint, epochs, seed, draws, fractions, embed_samples, limit, train_limit, width)
-    out = Path(out)
     data = _dataset(config, data_dir)
-    claim_study(out, STUDY, {key: value for key, value in config.items() if key != "embed_samples"})
-    timings = StageTimings.load(out / "timings.json")
-    model = _model(out, config, data, checkpoint, timings, progress)
+    given = None if checkpoint is None else _given_model(checkpoint, config)
+    study = StudyDir(out, STUDY, {key: value for key, value in config.items() if key != "embed_samples"}).claim()
+    model = given if given is not None else _trained_model(study, data, progress)
     split = data.test.head(limit)
-    with timings.stage("sweep", cached=True):  # a resumed sweep keeps the time of the run that finished it
-        run = _sweep(model, split, config, out / "lesions", engine or EngineConfig(), progress)
-    with timings.stage("capture", cached=(out / "activations" / "intact.npy").is_file()):
-        activations = _capture(model, split, out / "activations" / "intact.npy", progress)
-    with timings.stage("selectivity"):
+    with study.stage("sweep", resumable=True):
+        run = _sweep(model, split, config, study.path("lesions"), engine or EngineConfig(), progress)
+    activations = _capture(study, "capture", model, split, "intact.npy", progress=progress)
+    with study.stage("selectivity"):
         tables = _selectivity(run, activations, split, config)
     samples = _embed_subset(len(split), config)
     shown = _shown_lesion(run, config)
-    with timings.stage("horizontal reduction", cached=_horizontal_path(out, "intact", samples).is_file()):
-        labels = split.labels.numpy()[samples]
-        intact_maps = _horizontal(out, "intact", activations.values[samples], activations, split, samples, seed)
-        lesioned_activations = _lesioned_capture(model, split, samples, shown, out, progress)
-        lesioned_maps = _horizontal(out, "lesioned", lesioned_activations.values, activations, split, samples, seed)
-    with timings.stage("vertical reduction", cached=_vertical_path(out, samples).is_file()):
-        neuron_map = _vertical(out, activations, samples, seed)
+    labels = split.labels.numpy()[samples]
+    intact_maps = study.cached(
+        "horizontal reduction", f"embeddings/horizontal-intact-n{len(samples)}.npz",
+        lambda: _horizontal(activations.values[samples], activations, split, samples, seed),
+    )
+    lesioned_activations = _capture(
+        study, "horizontal reduction", model, split.subset(torch.as_tensor(samples)), f"lesioned-n{len(samples)}.npy",
+        lesion=shown, progress=progress,
+    )
+    lesioned_maps = study.cached(
+        "horizontal reduction", f"embeddings/horizontal-lesioned-n{len(samples)}.npz",
+        lambda: _horizontal(lesioned_activations.values, activations, split, samples, seed),
+    )
+    neuron_map = study.cached("vertical reduction", f"embeddings/vertical-n{len(samples)}.npy", lambda: _vertical(activations, samples, seed))
     layer_nh = _layer_nh(intact_maps, lesioned_maps, labels)
     classes, correlations = _class_table(run, tables, intact_maps, labels, config)
     result = Meyes2020Result(
-        out=out,
+        out=study.out,
         dataset=dataset,
         config=config,
         run=run,
@@ -243,17 +227,15 @@ def run_meyes2020_cnn(
         units=tables["units"],
         layer_nh=layer_nh,
         shown_lesion=shown.key,
-        shown_changes=analysis.class_changes(run, [shown.key]).iloc[0],
+        shown_changes=class_changes(run, [shown.key]).iloc[0],
         embed_samples=samples,
     )
-    _write_tables(result)
-    from lesion.studies.meyes2020_cnn._report import draw_figures, summary_markdown
-
-    with timings.stage("figures"):
-        figures = draw_figures(result, intact_maps, lesioned_maps, neuron_map, activations, split)
-    result = replace(result, figures=figures, timings=dict(timings.seconds), summary=out / "summary.md")
-    (out / "summary.md").write_text(summary_markdown(result))
-    return result
+    for name in ("layer_effects", "classes", "neurons", "units", "layer_nh"):
+        study.write_table(name, getattr(result, name))
+    with study.stage("figures"):
+        draw_figures(study, result, intact_maps, lesioned_maps, neuron_map, activations, split)
+    write_summary(study, result)
+    return replace(result, **study.files())
 
 
 # --- configuration and resumption ---------------------------------------------------------
@@ -309,19 +291,17 @@ def _dataset(config: dict[str, Any], data_dir: str | Path | None) -> Dataset:
     return _training_data(config["dataset"], data_dir, config["train_limit"])
 
 
-def _model(
-    out: Path, config: dict[str, Any], data: Dataset, checkpoint: str | Path | None, timings: StageTimings, progress: bool
-) -> nn.Module:
-    """The CNN from ``checkpoint``, or trained with the paper's settings and saved as ``out/model.pt``."""
-    if checkpoint is not None:
-        if "model" in load_checkpoint(checkpoint):
-            return load_model(checkpoint=checkpoint)
-        return load_model(MODEL, checkpoint, width=config["width"])
-    saved = out / "model.pt"
-    with timings.stage("train", cached=saved.is_file()):
-        if not saved.is_file():
-            _train(data, config, saved, progress)
-    return load_model(checkpoint=saved)
+def _given_model(checkpoint: str | Path, config: dict[str, Any]) -> nn.Module:
+    """The CNN of ``checkpoint`` (a lesion checkpoint or a state dict of the given width)."""
+    if "model" in load_checkpoint(checkpoint):
+        return load_model(checkpoint=checkpoint)
+    return load_model(MODEL, checkpoint, width=config["width"])
+
+
+def _trained_model(study: StudyDir, data: Dataset, progress: bool) -> nn.Module:
+    """The CNN trained with the paper's settings, saved as ``model.pt`` (read back on a rerun)."""
+    study.cached("train", "model.pt", lambda: _train(data, study.identity, progress))
+    return load_model(checkpoint=study.path("model.pt"))
 
 
 def _training_data(name: str, data_dir: str | Path | None, train_limit: int | None) -> Dataset:
@@ -339,17 +319,14 @@ def _training_data(name: str, data_dir: str | Path | None, train_limit: int | No
     return Dataset(data.name, data.test, train)
 
 
-def _train(data: Dataset, config: dict[str, Any], saved: Path, progress: bool) -> None:
+def _train(data: Dataset, config: dict[str, Any], progress: bool) -> dict[str, Any]:
     from lesion.train import PRESETS, train_model
 
     preset = PRESETS[MODEL]
-    checkpoint = train_model(
+    return train_model(
         MODEL, data, seed=config["seed"], epochs=config["epochs"], lr=preset["lr"], momentum=preset["momentum"],
         batch_size=preset["batch_size"], model_kwargs={"width": config["width"]}, progress=progress,
     )
-    partial = saved.with_name(saved.name + ".tmp")
-    torch.save(checkpoint, partial)
-    os.replace(partial, saved)
 
 
 def _sweep(model: nn.Module, split: Split, config: dict[str, Any], path: Path, engine: EngineConfig, progress: bool) -> Run:
@@ -366,18 +343,23 @@ def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits, dim=1)
 
 
-def _capture(model: nn.Module, split: Split, path: Path, progress: bool) -> Activations:
-    """The intact network's activations of every layer (``out`` after log-softmax); cached."""
-    if path.is_file():
-        return load_activations(path)
-    return capture_activations(model, split, CAPTURE_POINTS, path, transforms={"out": _log_softmax}, progress=progress)
+def _capture(
+    study: StudyDir, stage: str, model: nn.Module, split: Split, name: str, lesion: Lesion = INTACT, progress: bool = False
+) -> Activations:
+    """Activations of every layer (``out`` after log-softmax) of ``model`` with ``lesion``: ``activations/NAME``, cached."""
+    path = study.path("activations", name)
+    with study.stage(stage, cached=path.is_file(), resumable=True):
+        if path.is_file():
+            return load_activations(path)
+        with lesioned(model, lesion):
+            return capture_activations(model, split, CAPTURE_POINTS, path, transforms={"out": _log_softmax}, progress=progress)
 
 
 def _selectivity(run: Run, activations: Activations, split: Split, config: dict[str, Any]) -> dict[str, pd.DataFrame]:
     """Layer effects, AS per neuron, AES per unit and both per neuron."""
-    effects = analysis.layer_effects(run, FRACTION_PLAN)
+    effects = layer_effects(run, FRACTION_PLAN)
     as_table = analysis.activation_selectivity(activations, split.labels.numpy(), split.n_classes, NEURON_LAYERS)
-    units = analysis.unit_ablation_selectivity(run, SINGLE_PLAN)
+    units = unit_ablation_selectivity(run, SINGLE_PLAN)
     return {"effects": effects, "units": units, "neurons": analysis.neuron_table(as_table, units)}
 
 
@@ -385,11 +367,6 @@ def _embed_subset(n: int, config: dict[str, Any]) -> np.ndarray:
     """The embedded test images: a seeded random subset of ``embed_samples``, in split order."""
     size = min(config["embed_samples"], n)
     return np.sort(np.random.default_rng(config["seed"]).choice(n, size=size, replace=False))
-
-
-def main_fraction(fractions: Sequence[float]) -> float:
-    """The fraction the paper reports (0.5) if planned, else the largest planned."""
-    return 0.5 if 0.5 in fractions else max(fractions)
 
 
 def _shown_lesion(run: Run, config: dict[str, Any]) -> Lesion:
@@ -400,57 +377,23 @@ def _shown_lesion(run: Run, config: dict[str, Any]) -> Lesion:
     return Lesion((("conv1", tuple(units)),))
 
 
-def _horizontal_path(out: Path, which: str, samples: np.ndarray) -> Path:
-    return out / "embeddings" / f"horizontal-{which}-n{len(samples)}.npz"
-
-
-def _vertical_path(out: Path, samples: np.ndarray) -> Path:
-    return out / "embeddings" / f"vertical-n{len(samples)}.npy"
-
-
 def _horizontal(
-    out: Path, which: str, rows: np.ndarray, activations: Activations, split: Split, samples: np.ndarray, seed: int
+    rows: np.ndarray, activations: Activations, split: Split, samples: np.ndarray, seed: int
 ) -> dict[str, np.ndarray]:
-    """Horizontal reduction of the captured layers for the embedded samples; cached as .npz."""
+    """Horizontal reduction of the captured layers (``rows``: the embedded samples' activations) and the input."""
     from lesion.embed import horizontal_reduction
 
-    path = _horizontal_path(out, which, samples)
-    if path.is_file():
-        with np.load(path) as stored:
-            return {name: stored[name] for name in stored.files}
     raw = split.inputs[torch.as_tensor(samples)].reshape(len(samples), -1).numpy()
     layers = {name: np.asarray(rows[:, activations.slices[name]], dtype=np.float32) for name in activations.layers}
-    maps = horizontal_reduction(layers, raw, seed=seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **maps)  # type: ignore[arg-type]
-    return maps
+    return horizontal_reduction(layers, raw, seed=seed)
 
 
-def _lesioned_capture(
-    model: nn.Module, split: Split, samples: np.ndarray, shown: Lesion, out: Path, progress: bool
-) -> Activations:
-    """Activations of the network with ``shown`` applied, for the embedded samples only; cached."""
-    path = out / "activations" / f"lesioned-n{len(samples)}.npy"
-    if path.is_file():
-        return load_activations(path)
-    with lesioned(model, shown):
-        return capture_activations(
-            model, split.subset(torch.as_tensor(samples)), CAPTURE_POINTS, path, transforms={"out": _log_softmax}, progress=progress
-        )
-
-
-def _vertical(out: Path, activations: Activations, samples: np.ndarray, seed: int) -> np.ndarray:
-    """Vertical reduction of the 17,280 neurons over the embedded samples; cached as .npy."""
+def _vertical(activations: Activations, samples: np.ndarray, seed: int) -> np.ndarray:
+    """Vertical reduction of the 17,280 neurons over the embedded samples."""
     from lesion.embed import vertical_reduction
 
-    path = _vertical_path(out, samples)
-    if path.is_file():
-        return np.load(path)
     stop = activations.slices[NEURON_LAYERS[-1]].stop
-    embedding = vertical_reduction(np.asarray(activations.values[samples, :stop], dtype=np.float32), seed=seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, embedding)
-    return embedding
+    return vertical_reduction(np.asarray(activations.values[samples, :stop], dtype=np.float32), seed=seed)
 
 
 def _layer_nh(intact: dict[str, np.ndarray], damaged: dict[str, np.ndarray], labels: np.ndarray) -> pd.DataFrame:
@@ -474,7 +417,7 @@ def _class_table(
 
     names = list(run.class_names)
     intact = run.table("top1").loc["intact", names]
-    drops = analysis.class_drops(tables["effects"], main_fraction(config["fractions"]))
+    drops = class_drops(tables["effects"], main_fraction(config["fractions"]))
     counts = analysis.selective_counts(tables["neurons"], names)
     nh = neighbourhood_hit_per_class(maps[INPUT], labels, NH_NEIGHBOURS).set_index("class")["neighbourhood_hit"]
     classes = counts.assign(
@@ -491,20 +434,4 @@ def _class_table(
     return classes, correlations
 
 
-def _write_tables(result: Meyes2020Result) -> None:
-    folder = result.out / "tables"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ("layer_effects", "classes", "neurons", "units", "layer_nh"):
-        getattr(result, name).to_csv(folder / f"{name}.csv", index=False)
-
-
-__all__ = [
-    "CAPTURE_POINTS",
-    "LESION_LAYERS",
-    "NEURON_LAYERS",
-    "PAPER",
-    "Meyes2020Result",
-    "PaperNumbers",
-    "main_fraction",
-    "run_meyes2020_cnn",
-]
+__all__ = ["CAPTURE_POINTS", "LESION_LAYERS", "NEURON_LAYERS", "Meyes2020Result", "run_meyes2020_cnn"]

@@ -47,4 +47,4 @@ def command(
         f"AS-count vs NH r = {result.as_vs_nh.pearson_r:.2f}, AES-count vs NH r = {result.aes_vs_nh.pearson_r:.2f}",
         highlight=False,
     )
-    console.print(f"wrote {result.summary} and {len(result.figures)} figure files under {result.out / 'figures'}")
+    console.print(f"wrote {result.summary_path} and {len(result.figures)} figures under {result.out / 'figures'}")

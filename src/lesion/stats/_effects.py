@@ -1,7 +1,9 @@
-"""Analyses of the 2019 MLP study: unit attributes, tested lesion effects, pair synergy, correlations.
+"""Lesion effects of a sweep: tested per-class effects, pair synergy, unit attributes and their correlations.
 
 Every function reads a finished sweep (`Run`) or a trained network and returns a tidy
-DataFrame; the study in `lesion.studies.meyes2019_mlp` composes them over a population.
+DataFrame (Meyes et al. 2019 composes them over a population of MLPs; a study file over any
+model). `unit_attributes` is the one function here that runs the network (forward hooks for the
+class means of the units' activations).
 
 Conventions: effects are in percentage points (pp). ``change_pp`` is lesioned minus intact
 (negative = damage), ``drop_pp = -change_pp`` (positive = damage, the paper's "drop").
@@ -21,25 +23,18 @@ from lesion._errors import LesionError, closest
 from lesion._lesion import Lesion
 from lesion.attributes import (
     ClassMeanAccumulator,
+    ablation_effect_selectivity,
     mann_whitney,
     mann_whitney_vs_init_distribution,
     selectivity,
     weight_norms,
 )
 from lesion.data import Split
-from lesion.stats import (
-    OVERALL,
-    SAMPLE_CATEGORIES,
-    benjamini_hochberg,
-    correlations_by_group,
-    mcnemar_exact,
-    pair_synergy,
-    sample_categories,
-)
+from lesion.stats._correlation import correlations_by_group
+from lesion.stats._draws import class_changes
+from lesion.stats._synergy import OVERALL, SAMPLE_CATEGORIES, pair_synergy, sample_categories
+from lesion.stats._tests import benjamini_hochberg, mcnemar_exact
 from lesion.store import Run
-
-HIDDEN_LAYERS: dict[str, str] = {"fc1": "relu1", "fc2": "relu2"}
-"""The MLP's hidden layers and the post-ReLU module whose output is the unit's activation."""
 
 MW_ATTRIBUTES = ("mw_U", "mw_p", "mw_cles", "mw_rank_biserial")
 """Mann-Whitney attributes (their rows carry the comparison's ``reference``)."""
@@ -57,9 +52,9 @@ def unit_attributes(
     model: nn.Module,
     split: Split,
     *,
+    layers: Mapping[str, str],
     initial: Mapping[str, Tensor] | None = None,
     network: int = 0,
-    layers: Mapping[str, str] = HIDDEN_LAYERS,
     batch_size: int = 1024,
 ) -> pd.DataFrame:
     """Per unit of each hidden layer: weight change since init, weight norms, class selectivity.
@@ -75,9 +70,9 @@ def unit_attributes(
         PyTorch's default initialisation (seeded by `network`) and the ``reference`` column says so.
     network : int, default=0
         Identifier written in the ``network`` column (the training seed).
-    layers : mapping, default=HIDDEN_LAYERS
+    layers : mapping
         Lesioned layer (whose ``weight`` rows are the units' incoming weights) -> module
-        whose output is the units' activation.
+        whose output is the units' activation (the MLP's ``{"fc1": "relu1", "fc2": "relu2"}``).
     batch_size : int, default=1024
 
     Returns
@@ -108,14 +103,17 @@ def unit_attributes(
 
 
 def _class_means(model: nn.Module, split: Split, names: list[str], batch_size: int) -> dict[str, np.ndarray]:
-    """(n_classes, n_units) mean activation of each named module's output over `split`."""
+    """(n_classes, n_units) mean activation of each named module's output over `split`.
+
+    A unit of a convolution is a channel: its activation is the channel's mean over positions.
+    """
     modules = dict(model.named_modules())
     accumulators: dict[str, ClassMeanAccumulator] = {}
     current: dict[str, Tensor] = {}
 
     def keep(name: str) -> Callable[[nn.Module, object, Tensor], None]:
         def hook(module: nn.Module, inputs: object, output: Tensor) -> None:
-            current[name] = output.reshape(len(output), -1)
+            current[name] = output.flatten(2).mean(2) if output.dim() > 2 else output  # a channel's mean over positions
 
         return hook
 
@@ -326,7 +324,7 @@ def attribute_correlations(
     effects: pd.DataFrame,
     *,
     attribute_names: Sequence[str] = ("mw_p", "mw_rank_biserial", "l1", "l2", "selectivity", CLASS_ATTRIBUTE),
-    layers: Sequence[str] = tuple(HIDDEN_LAYERS),
+    layers: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Pearson and Spearman correlation of each attribute with each lesion effect, per network and pooled.
 
@@ -341,7 +339,8 @@ def attribute_correlations(
     effects : pandas.DataFrame
         From `lesion_effects`.
     attribute_names : sequence of str
-    layers : sequence of str
+    layers : sequence of str, optional
+        Default: every layer of `attributes`.
 
     Returns
     -------
@@ -350,7 +349,7 @@ def attribute_correlations(
         ``pooled``, ``n``, ``pearson_r``, ``pearson_p``, ``spearman_r``, ``spearman_p``.
     """
     blocks = []
-    for layer in layers:
+    for layer in layers if layers is not None else list(dict.fromkeys(attributes["layer"])):
         table = attribute_effect_table(attributes, effects, layer)
         for name in attribute_names:
             if name not in table.columns:
@@ -481,3 +480,26 @@ def ranked_pairs(pairs: pd.DataFrame, kind: str = "negative", top: int = 10, ove
         gains = (rows["pair"] > 0) & (rows["single_a"] >= 0) & (rows["single_b"] >= 0) & (rows["synergy"] > 0)
         rows = rows[gains].sort_values("synergy", ascending=False, kind="stable")
     return rows.head(top).reset_index(drop=True)
+
+
+def unit_ablation_selectivity(run: Run, plan: str) -> pd.DataFrame:
+    """AES of every single-unit lesion of ``plan``, from its class-specific accuracy changes.
+
+    Returns
+    -------
+    DataFrame
+        One row per lesion: ``lesion`` (key), ``layer``, ``unit``, the columns of
+        :func:`lesion.attributes.ablation_effect_selectivity` (``aes_class``, ``delta_max``,
+        ``delta_rest``, ``aes``, ``sign``, ``aes_scaled``, rescaled over all units of the plan
+        together) and ``delta_all`` (the overall accuracy change).
+    """
+    keys = list(run.lesions(plan)["key"])
+    change = class_changes(run, keys)
+    aes = ablation_effect_selectivity(change.drop(columns="all").to_numpy())
+    layer_unit = [Lesion.from_key(key).units[0] for key in keys]
+    return aes.drop(columns="unit").assign(
+        lesion=keys,
+        layer=[layer for layer, _ in layer_unit],
+        unit=[units[0] for _, units in layer_unit],
+        delta_all=change["all"].to_numpy(),
+    )[["lesion", "layer", "unit", "aes_class", "delta_max", "delta_rest", "aes", "sign", "aes_scaled", "delta_all"]]
