@@ -52,13 +52,6 @@ class Network:
     history: list[dict[str, Any]]
 
 
-def seeded_subset(split: Split, n: int | None, seed: int) -> Split:
-    """A seeded random subset of ``n`` samples in split order (the whole split when n is None or larger)."""
-    if n is None or n >= len(split):
-        return split
-    return split.subset(np.sort(np.random.default_rng(seed).choice(len(split), size=n, replace=False)))
-
-
 def train_networks(
     study: StudyDir, specs: Sequence[Mapping[str, Any]], dataset: Dataset, *, progress: bool = False
 ) -> list[Network]:

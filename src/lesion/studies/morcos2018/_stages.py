@@ -42,13 +42,12 @@ from lesion.studies._variants import (
     VARIANTS,
     Network,
     activation_class_means,
-    seeded_subset,
     train_networks,
     unit_points,
 )
 from lesion.studies.morcos2018 import _analysis as analysis
 from lesion.studies.morcos2018 import _report as report
-from lesion.train import corrupt_labels
+from lesion.train import corrupt_labels, seeded_subset
 
 STUDY = "morcos2018"
 ARCHITECTURES = {"mlp": ("meyes2019-mlp", "mnist"), "cnn": ("meyes2020-cnn", "fashion-mnist")}

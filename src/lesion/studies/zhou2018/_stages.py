@@ -44,13 +44,13 @@ from lesion.studies._variants import (
     Network,
     activation_class_means,
     class_drops,
-    seeded_subset,
     single_plan,
     train_networks,
     unit_points,
 )
 from lesion.studies.zhou2018 import _analysis as analysis
 from lesion.studies.zhou2018 import _report as report
+from lesion.train import seeded_subset
 
 STUDY = "zhou2018"
 MODEL = "meyes2020-cnn"
