@@ -16,7 +16,8 @@ CAPTIONS = {
     "orders (mean over orders and seeds), one line per label-noise fraction; rows: architecture and split, columns: zero "
     "and mean ablation; plain variant.",
     "fig2-area-vs-gap": "Area under the random-order ablation curve (relative accuracy, training subset) against the "
-    "generalisation gap (train − test accuracy) of every network; marker: variant.",
+    "generalisation gap (train − test accuracy) of every network; marker: variant and architecture, colour: label-noise "
+    "fraction (dark: 0, yellow: 1).",
     "fig3-orders": "Area under the curve for each ablation order (selectivity and L1 norm, high→low and low→high) against "
     "random, mean over networks, per split and method.",
     "fig4-noise": "Top-1 accuracy (relative to noise-free) on the training subset against the noise scale (× each unit's "
