@@ -47,6 +47,9 @@ def test_two_networks_one_epoch_on_mnist(tmp_path):
     assert weight_maps.stat().st_size > 10_000
     assert "| Test accuracy of the trained MLP (top-1) | 94.6 % |" in result.summary_path.read_text()
     # resuming reuses the trained networks, finished sweeps and caches
+    kept = [*result.checkpoints, *(run / "attributes.csv" for run in result.runs)]
+    written = {path: path.stat().st_mtime_ns for path in kept}
     again = run_meyes2019_mlp(out, data="mnist", data_dir=mnist_dir(), networks=2, epochs=1, limit=1000)
     assert again.summary.equals(result.summary)
-    assert again.timings["train population"] < result.timings["train population"]
+    assert {path: path.stat().st_mtime_ns for path in kept} == written
+    assert again.timings["unit attributes"] == result.timings["unit attributes"]  # read from its cache

@@ -100,7 +100,7 @@ def test_tables_figures_summary_and_result_fields(tmp_path):
     figure, _ = plt.subplots()
     files = study.save_figure("fig1", figure, title="one")
     assert [p.suffix for p in files] == [".png", ".svg"] and all(p.stat().st_size > 0 for p in files)
-    assert not plt.get_fignums()  # closed
+    assert not plt.fignum_exists(figure.number)  # closed
     study.write_summary("# toy\n")
     result = StudyResult(**study.files())
     assert result.tables == {"drops": tmp_path / "tables" / "drops.csv"} and result.figures["fig1"] == files
@@ -120,3 +120,18 @@ def test_engine_config_parses_sizes_and_names_the_bad_setting():
         EngineConfig.of(autocast="fp8")
     with pytest.raises(LesionError, match=r"engine\.batch_sise: unknown key \(closest: 'batch_size'\)"):
         EngineConfig.of(batch_sise=4)
+
+
+@pytest.mark.parametrize("name", sorted(STUDIES))
+def test_every_study_command_takes_the_engine_options_through_one_config(name, tmp_path):
+    from typer.testing import CliRunner
+
+    from lesion.cli import app
+
+    shown = CliRunner().invoke(app, ["reproduce", name, "--help"], terminal_width=200)
+    for option in ("--device", "--autocast", "--channels-last", "--batch-size", "--memory", "--engine"):
+        assert option in shown.output, option
+    required = ["--dataset", "mnist"] if name == "meyes2020-cnn" else []
+    bad = CliRunner().invoke(app, ["reproduce", name, *required, "--out", str(tmp_path / "out"), "--memory", "lots"])
+    assert isinstance(bad.exception, LesionError) and "engine.memory" in str(bad.exception)
+    assert not (tmp_path / "out").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lesion._threads import torch_threads
 from lesion.studies.custom import CustomStudyResult, run_study
 
 
@@ -29,6 +30,8 @@ def run_demo(out: str | Path, *, seed: int = 0, epochs: int = 30, progress: bool
     """Train the 64-20-10-10 MLP on digits, lesion every hidden unit and every fc1 pair, analyse, draw, summarise.
 
     ``out`` becomes a study directory (``lesions/``, ``model.pt``, ``tables/``, ``figures/``,
-    ``summary.md``); rerunning into it resumes and reuses the trained network.
+    ``summary.md``); rerunning into it resumes and reuses the trained network. The network is
+    tiny, so everything runs on one thread (several threads only add synchronisation).
     """
-    return run_study(demo_settings(seed, epochs), out, progress=progress)
+    with torch_threads(1):
+        return run_study(demo_settings(seed, epochs), out, progress=progress)

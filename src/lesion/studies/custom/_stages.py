@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from lesion._errors import LesionError
-from lesion._threads import torch_threads
 from lesion.data import Dataset, Split, load_dataset
 from lesion.models import build_model, load_checkpoint, load_model
 from lesion.plans import Plan, fraction, pairs, single
@@ -100,7 +99,7 @@ def run_study(
     """
     spec, base = load_study_file(source, engine)
     base = Path(root) if root is not None and isinstance(source, Mapping) else base
-    with _importable(base), torch_threads(1) if spec.engine.device == "cpu" else _nothing():
+    with _importable(base):
         return _run(spec, base, Path(out) if out is not None else Path("runs") / spec.name, progress)
 
 
@@ -148,11 +147,6 @@ def _importable(folder: Path) -> Iterator[None]:
         yield
     finally:
         sys.path.remove(str(folder))
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def _path(base: Path, path: Path | None) -> Path | None:

@@ -103,6 +103,8 @@ def run_meyes2019_mlp(
 ) -> Meyes2019Result:
     """Reproduce the 2019 MLP study: train, lesion, analyse, draw, summarise.
 
+    Resumable: a rerun into ``out`` reuses the networks, finished sweeps and cached attributes.
+
     Parameters
     ----------
     out : path

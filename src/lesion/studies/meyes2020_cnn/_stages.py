@@ -150,6 +150,9 @@ def run_meyes2020_cnn(
 ) -> Meyes2020Result:
     """Reproduce Meyes et al. (2020) on one dataset; see the module docstring for the stages.
 
+    The inputs are loaded and checked before ``out`` is claimed; a rerun continues the sweep and
+    reads finished captures and embeddings back.
+
     Parameters
     ----------
     out : path
@@ -177,7 +180,9 @@ def run_meyes2020_cnn(
         Channels of each conv layer (the paper's 64).
     engine : EngineConfig, optional
         How the sweep runs (device, precision, memory, batch size); default `EngineConfig()`.
+        The captures and embeddings run on the CPU.
     progress : bool, default=False
+        Progress bars on stderr.
 
     Returns
     -------
