@@ -17,7 +17,7 @@ from lesion._version import __version__ as __version__
 from lesion.data import Dataset, Split, load_dataset
 from lesion.engine import Outcome, capture_activations, estimate, evaluate
 from lesion.models import build_model, load_model
-from lesion.plans import Plan, fraction, pairs, single
+from lesion.plans import Plan, cumulative, fraction, pairs, single
 from lesion.search import improve, shapley
 from lesion.store import Run
 from lesion.studies.custom import run_study
@@ -34,6 +34,7 @@ __all__ = [
     "Split",
     "build_model",
     "capture_activations",
+    "cumulative",
     "estimate",
     "evaluate",
     "fraction",

@@ -106,6 +106,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("demo-epochs-0", ["demo", "-o", "{new}", "--epochs", "0"], "--epochs"),
     ("demo-seed-negative", ["demo", "-o", "{new}", "--seed", "-1"], "--seed"),
     ("demo-out-is-file", ["demo", "-o", "{textfile}"], "--out"),
+    # training variants and cumulative plans
+    ("train-optimizer-typo", [*TRAIN, "--optimizer", "adma"], "--optimizer"),
+    ("train-dropout-1", [*TRAIN, "--dropout", "1"], "--dropout"),
+    ("train-label-noise-above-1", [*TRAIN, "--label-noise", "2"], "--label-noise"),
+    ("sweep-cumulative-step-0", [*SWEEP, "--plan", "cumulative", "--step", "0"], "--step"),
     # reproduce
     ("reproduce-mlp-networks-huge", ["reproduce", "meyes2019-mlp", "--data", "digits", "--networks", "1000000000", "-o", "{new}"], "networks"),
 ]

@@ -4,6 +4,7 @@ Pure functions on numpy arrays (torch tensors are accepted and detached); nothin
 runs a model.
 """
 
+from lesion.attributes._class_specific import class_selectivity
 from lesion.attributes._selectivity import (
     NO_CLASS,
     ClassMeanAccumulator,
@@ -27,6 +28,7 @@ __all__ = [
     "ClassMeanAccumulator",
     "ablation_effect_selectivity",
     "class_means",
+    "class_selectivity",
     "mann_whitney",
     "mann_whitney_vs_init_distribution",
     "most_selective_counts",

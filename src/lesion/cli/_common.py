@@ -39,6 +39,7 @@ class PlanKind(str, Enum):
     single = "single"
     pairs = "pairs"
     fraction = "fraction"
+    cumulative = "cumulative"
 
 
 class FractionBy(str, Enum):

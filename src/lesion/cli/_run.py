@@ -112,6 +112,7 @@ def sweep(
     compile: Annotated[bool, typer.Option(help="Fast engine: torch.compile the network after each cut (pays off on long GPU sweeps).")] = False,
     backend: Annotated[str, typer.Option(help="local, or ray: shards on a Ray cluster (pip install 'lesion[ray]').")] = "local",
     address: Annotated[str | None, typer.Option(help="With --backend ray: the cluster's address (ray start --head prints it; 'auto': this node's).")] = None,
+    step: Annotated[int, typer.Option(help="--plan cumulative: units added per step (random orders, seeds 0-2).")] = 1,
 ) -> None:
     """Lesion the selected units (singly or in pairs), evaluate on the test split, store every outcome.
 
@@ -139,11 +140,14 @@ def sweep(
     if address is not None and backend != "ray":
         raise LesionError(f"--address: for --backend ray only; got --address {address!r} with --backend {backend}")
     at_least("--limit", limit, 1)
+    at_least("--step", step, 1)
     proportions = _fraction_options(plan, fractions, select, draws, seed)
     check_run_dir(out)
     net = load_net(model, checkpoint, model_arg, random_init=random_init, device=device)
     if plan is PlanKind.fraction:
         lesions = lesion.fraction(net, select, proportions, by.value, seed=seed, draws=draws, method=method.value, name="fraction")
+    elif plan is PlanKind.cumulative:
+        lesions = lesion.cumulative(net, select, step=step, method=method.value)
     else:
         make = lesion.single if plan is PlanKind.single else lesion.pairs
         lesions = make(net, select, method.value)

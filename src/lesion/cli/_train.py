@@ -67,8 +67,16 @@ def train(
     threads: Annotated[int, typer.Option(help="torch threads (0: torch's default). Tiny networks train fastest on 1.")] = 0,
     workers: Annotated[int, typer.Option(help="Seeds trained at once, one process and one thread each (e.g. one per core).")] = 1,
     device: DeviceOpt = "cpu",
+    optimizer: Annotated[str, typer.Option(help="sgd (with --momentum; 0 for plain SGD) or adam (torch's default betas).")] = "sgd",
+    batch_norm: Annotated[bool, typer.Option("--batch-norm", help="Variant: batch norm after each hidden layer (meyes2019-mlp, meyes2020-cnn).")] = False,
+    dropout: Annotated[float, typer.Option(help="Variant: dropout probability after each hidden fc layer (meyes2019-mlp, meyes2020-cnn).")] = 0.0,
+    label_noise: Annotated[float, typer.Option(help="Variant: fraction of training labels replaced by uniformly random ones (Morcos et al. 2018).")] = 0.0,
+    label_noise_seed: Annotated[int, typer.Option(help="Seed of the label corruption (the same for every network).")] = 0,
 ) -> None:
-    """Train one network per seed with SGD + momentum on the cross-entropy loss (the papers' recipe).
+    """Train one network per seed with SGD + momentum on the cross-entropy loss (the papers' recipe) or a variant.
+
+    Variants (--optimizer, --lr, --batch-norm, --dropout, --label-noise) are stored in each
+    checkpoint's config, so runs made from it differ in identity.
 
     Each checkpoint holds the initial and trained weights, the config and per-epoch accuracies;
     the same seed gives the same bytes on CPU. Rerun into the same --out to resume.
@@ -79,22 +87,33 @@ def train(
 
     from lesion._threads import torch_threads
     from lesion.store._lock import DirLock
-    from lesion.train import PRESETS, train_population
+    from lesion.train import OPTIMIZERS, PRESETS, train_population
 
     check_device(device)
     seed_list = parse_seeds(seeds)
     at_least("--threads", threads, 0, MAX_THREADS)
     at_least("--workers", workers, 1, MAX_WORKERS)
     preset = PRESETS.get(model, {"epochs": 10, "lr": 0.01, "momentum": 0.9, "batch_size": 64})
+    default_momentum = 0.0 if optimizer == "adam" else preset["momentum"]
     hparams: dict[str, Any] = {
         "epochs": epochs if epochs is not None else preset["epochs"],
         "lr": lr if lr is not None else preset["lr"],
-        "momentum": momentum if momentum is not None else preset["momentum"],
+        "momentum": momentum if momentum is not None else default_momentum,
         "batch_size": batch_size if batch_size is not None else preset["batch_size"],
     }
     check_sgd_options(**hparams)
+    if optimizer not in OPTIMIZERS:
+        raise LesionError(f"--optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}{closest(optimizer, OPTIMIZERS)}")
+    number_in("--dropout", dropout, 0, 1, high_open=True)
+    number_in("--label-noise", label_noise, 0, 1)
+    at_least("--label-noise-seed", label_noise_seed, 0, MAX_SEED)
     check_out_dir(out)
+    variants: dict[str, Any] = {"optimizer": optimizer, "label_noise": label_noise, "label_noise_seed": label_noise_seed}
     kwargs = parse_kwargs(model_arg)
+    if batch_norm:
+        kwargs["batch_norm"] = True
+    if dropout:
+        kwargs["dropout"] = dropout
     dataset = load_data(data, data_dir, normalize)
     if dataset.train is None:
         raise LesionError(f"--data: {data!r} has no train split here (its train files are missing); training needs one")
@@ -102,7 +121,7 @@ def train(
     with DirLock(out, "population directory"), torch_threads(threads) if threads else contextlib.nullcontext():
         paths = train_population(
             model, dataset, seed_list, out, model_kwargs=kwargs, progress=True,
-            workers=workers, device=device, **hparams,
+            workers=workers, device=device, **hparams, **variants,
         )
     import json
 

@@ -20,6 +20,7 @@ from lesion.stats._effects import (
     unit_drops,
     with_tests,
 )
+from lesion.stats._intervals import correlation_ci, correlation_table
 from lesion.stats._population import ClassDropSpread, class_drop_spread
 from lesion.stats._shapley import exact_interaction, exact_shapley
 from lesion.stats._spread import Spread, spread
@@ -40,6 +41,8 @@ __all__ = [
     "class_drop_spread",
     "class_drops",
     "correlate",
+    "correlation_ci",
+    "correlation_table",
     "correlations_by_group",
     "exact_interaction",
     "exact_shapley",

@@ -16,6 +16,8 @@ STUDIES: dict[str, str] = {
     "meyes2019-mlp": "lesion.studies.meyes2019_mlp",
     "meyes2019-vgg": "lesion.studies.meyes2019_vgg",
     "meyes2020-cnn": "lesion.studies.meyes2020_cnn",
+    "morcos2018": "lesion.studies.morcos2018",
+    "zhou2018": "lesion.studies.zhou2018",
 }
 
 

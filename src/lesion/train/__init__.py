@@ -17,9 +17,18 @@ from lesion.train._recover import (
     seeded_subset,
     should_stop,
 )
-from lesion.train._train import PRESETS, EpochStats, train_model, train_population
+from lesion.train._train import (
+    OPTIMIZERS,
+    PRESETS,
+    EpochStats,
+    corrupt_labels,
+    train_model,
+    train_population,
+    variant,
+)
 
 __all__ = [
+    "OPTIMIZERS",
     "PRESETS",
     "PROTOCOLS",
     "EpochStats",
@@ -28,6 +37,7 @@ __all__ = [
     "Recovery",
     "RecoveryCurve",
     "RecoveryResult",
+    "corrupt_labels",
     "history_tables",
     "recover",
     "recover_instances",
@@ -37,4 +47,5 @@ __all__ = [
     "should_stop",
     "train_model",
     "train_population",
+    "variant",
 ]

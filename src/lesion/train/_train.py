@@ -1,7 +1,8 @@
 """Training networks from scratch, keeping the initial weights, and populations of seeds.
 
 Training is the papers' recipe: stochastic gradient descent with momentum on the cross-entropy
-loss. Everything random is seeded: ``torch.manual_seed(seed)`` before the model is built (its
+loss; Adam and plain SGD (``momentum=0``) are variants, and so is training on labels of which a
+seeded fraction is randomised (:func:`corrupt_labels`, Morcos et al. 2018). Everything random is seeded: ``torch.manual_seed(seed)`` before the model is built (its
 initial weights) and for any randomness inside the forward pass (dropout), and a separate
 ``torch.Generator().manual_seed(seed)`` for the order of the training samples. On CPU the same
 seed gives bit-identical weights. The caller's global RNG state is left as it was.
@@ -17,7 +18,7 @@ import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lesion._errors import LesionError, check_int
+from lesion._errors import LesionError, check_int, closest
 from lesion._lesion import INTACT
 from lesion._progress import progress_bar
 from lesion.data import Dataset, Split
@@ -44,6 +45,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 POPULATION_FORMAT = "lesion-population/1"
 POPULATION_FILE = "population.json"
 EVAL_BATCH_SIZE = 1024
+OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,9 @@ def train_model(
     progress: bool = False,
     eval_every_epoch: bool = True,
     device: str = "cpu",
+    optimizer: str = "sgd",
+    label_noise: float = 0.0,
+    label_noise_seed: int = 0,
 ) -> dict[str, Any]:
     """Train a fresh zoo model on ``dataset.train`` and return a lesion checkpoint.
 
@@ -88,6 +93,13 @@ def train_model(
         Measure test accuracy after every epoch; otherwise only after the last (``None`` before).
     device : str, default="cpu"
         Where to train. The weights are initialised on the CPU, so they do not depend on it.
+    optimizer : {"sgd", "adam"}, default="sgd"
+        ``sgd``: SGD with ``momentum`` (0: plain SGD); ``adam``: Adam with torch's default betas
+        (``momentum`` must then be 0).
+    label_noise : float, default=0.0
+        Fraction of the training labels replaced before training (:func:`corrupt_labels`, seeded by
+        ``label_noise_seed``); train accuracies in ``history`` are against the labels trained on.
+    label_noise_seed : int, default=0
 
     Returns
     -------
@@ -100,7 +112,8 @@ def train_model(
     """
     config = training_config(
         model_name, dataset, seed=seed, epochs=epochs, lr=lr, momentum=momentum,
-        batch_size=batch_size, model_kwargs=model_kwargs,
+        batch_size=batch_size, model_kwargs=model_kwargs, optimizer=optimizer, label_noise=label_noise,
+        label_noise_seed=label_noise_seed,
     )
     return _train(config, dataset, progress=progress, eval_every_epoch=eval_every_epoch, device=device)
 
@@ -116,14 +129,21 @@ def training_config(
     batch_size: int,
     model_kwargs: Mapping[str, Any] | None = None,
     fingerprints: tuple[str, str] | None = None,
+    optimizer: str = "sgd",
+    label_noise: float = 0.0,
+    label_noise_seed: int = 0,
 ) -> dict[str, Any]:
     """The checked configuration of a training run (``seed=None``: that of a population).
 
-    ``fingerprints`` (train, test) skips hashing the splits again.
+    ``fingerprints`` (train, test) skips hashing the splits again. A ``label_noise`` > 0 adds the
+    key ``label_noise`` (``fraction``, ``seed``, ``replacement``); the default recipe's config has
+    exactly the keys it had before variants existed, so earlier checkpoints still match it.
     """
     if seed is not None:
         check_seed(seed)
     check_sgd(epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size)
+    check_optimizer(optimizer, momentum)
+    check_label_noise(label_noise, label_noise_seed)
     if dataset.train is None:
         raise LesionError(f"dataset {dataset.name!r} has no train split: training needs one")
     train_fp, test_fp = fingerprints or (dataset.train.fingerprint(), dataset.test.fingerprint())
@@ -135,7 +155,7 @@ def training_config(
         "lr": float(lr),
         "momentum": float(momentum),
         "batch_size": int(batch_size),
-        "optimizer": "sgd",
+        "optimizer": optimizer,
         "loss": "cross_entropy",
         "dataset": dataset.name,
         "train_fingerprint": train_fp,
@@ -149,9 +169,81 @@ def training_config(
         raise LesionError(
             f"model_kwargs must hold plain values (numbers, strings, lists), got {config['model_kwargs']!r}"
         ) from None
+    if label_noise:
+        config["label_noise"] = {"fraction": float(label_noise), "seed": int(label_noise_seed), "replacement": "uniform"}
     if seed is None:
         del config["seed"]
     return config
+
+
+def variant(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The training variant of a checkpoint's ``config``: what Zhou/Morcos-style studies compare.
+
+    Returns ``batch_norm``, ``dropout`` (from ``model_kwargs``), ``optimizer``, ``lr``,
+    ``momentum`` and ``label_noise`` (fraction, 0 when absent), all plain values.
+
+    >>> variant({"model_kwargs": {"dropout": 0.5}, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9})["dropout"]
+    0.5
+    """
+    kwargs = config.get("model_kwargs", {})
+    noise = config.get("label_noise") or {}
+    return {
+        "batch_norm": bool(kwargs.get("batch_norm", False)),
+        "dropout": float(kwargs.get("dropout", 0.0)),
+        "optimizer": str(config.get("optimizer", "sgd")),
+        "lr": float(config["lr"]),
+        "momentum": float(config["momentum"]),
+        "label_noise": float(noise.get("fraction", 0.0)),
+    }
+
+
+def corrupt_labels(labels: torch.Tensor, fraction: float, n_classes: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Randomise exactly ``round(fraction·N)`` labels (Morcos et al. 2018's "randomised labels").
+
+    The samples are drawn without replacement with ``numpy.random.default_rng(seed)``; each gets a
+    label drawn *uniformly from all* ``n_classes`` classes from the same stream, so it keeps its
+    true label with probability 1/n_classes (as in Morcos et al.; ``fraction=1`` gives labels
+    independent of the inputs). Rounding is half-to-even (numpy's ``round``).
+
+    Parameters
+    ----------
+    labels : Tensor of shape (N,), int64
+    fraction : float in [0, 1]
+    n_classes : int
+    seed : int
+
+    Returns
+    -------
+    (Tensor of shape (N,), ndarray of int64 of shape (round(fraction·N),))
+        The new labels (a copy) and the sorted indices of the samples whose label was redrawn.
+
+    >>> new, idx = corrupt_labels(torch.zeros(10, dtype=torch.int64), 0.3, 5, seed=0)
+    >>> len(idx), bool((new[[i for i in range(10) if i not in idx]] == 0).all())
+    (3, True)
+    """
+    check_label_noise(fraction, seed)
+    check_int("n_classes", n_classes, 2)
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    chosen = np.sort(rng.choice(n, size=round(fraction * n), replace=False))
+    new = labels.clone()
+    new[torch.from_numpy(chosen)] = torch.from_numpy(rng.integers(0, n_classes, size=len(chosen))).to(labels.dtype)
+    return new, chosen.astype(np.int64)
+
+
+def check_optimizer(optimizer: Any, momentum: float) -> None:
+    """Raise `LesionError` unless ``optimizer`` is known and ``momentum`` applies to it."""
+    if optimizer not in OPTIMIZERS:
+        raise LesionError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}{closest(str(optimizer), OPTIMIZERS)}")
+    if optimizer == "adam" and momentum != 0:
+        raise LesionError(f"momentum applies to optimizer 'sgd' only; give momentum=0 with 'adam', got {momentum!r}")
+
+
+def check_label_noise(fraction: Any, seed: Any) -> None:
+    """Raise `LesionError` unless ``fraction`` is in [0, 1] and ``seed`` an integer >= 0."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        raise LesionError(f"label_noise must be a fraction in [0, 1] (0.2 for 20 % of the labels), got {fraction!r}")
+    check_int("label_noise_seed", seed, 0)
 
 
 def plain(value: Any) -> Any:
@@ -209,7 +301,11 @@ def _train(
         model = build_model(config["model"], **config["model_kwargs"])
         initial = cpu_state(model)
         model.to(where)
-        optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"])
+        optimizer = make_optimizer(model, config)
+        noise = config.get("label_noise")
+        if noise:
+            labels, _ = corrupt_labels(train_split.labels, noise["fraction"], train_split.n_classes, noise["seed"])
+            train_split = replace(train_split, name=f"{train_split.name}+noise{noise['fraction']:g}", labels=labels)
         generator = torch.Generator().manual_seed(config["seed"])
         n_batches = -(-len(train_split) // config["batch_size"])
         what = f"train {config['model']} seed {config['seed']}"
@@ -238,6 +334,13 @@ def _train(
         "history": history,
         "environment": {"torch": str(torch.__version__), "device": str(where)},
     }
+
+
+def make_optimizer(model: nn.Module, config: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """The optimizer named in ``config`` (``sgd`` with its momentum, or ``adam``) at its ``lr``."""
+    if config.get("optimizer", "sgd") == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config["lr"])
+    return torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"])
 
 
 def train_epoch(
@@ -290,6 +393,9 @@ def train_population(
     eval_every_epoch: bool = True,
     device: str = "cpu",
     workers: int = 1,
+    optimizer: str = "sgd",
+    label_noise: float = 0.0,
+    label_noise_seed: int = 0,
 ) -> list[Path]:
     """Train one network per seed into ``out_dir``; resumable.
 
@@ -304,8 +410,8 @@ def train_population(
         Distinct, >= 0.
     out_dir : path
         Created if missing. A directory holding a population with a different config is refused.
-    epochs, lr, momentum, batch_size, model_kwargs, progress, eval_every_epoch, device
-        As for :func:`train_model`.
+    epochs, lr, momentum, batch_size, model_kwargs, progress, eval_every_epoch, device, optimizer, label_noise, label_noise_seed
+        As for :func:`train_model` (one ``label_noise_seed`` for every network of the population).
     workers : int, default=1
         Networks trained at once, each in its own process on one torch thread (the bytes equal those
         of a one-thread sequential run in a fresh process). On a 2-core machine ``workers=2`` halves
@@ -325,7 +431,8 @@ def train_population(
     check_int("workers", workers, 1)
     common = training_config(
         model_name, dataset, seed=None, epochs=epochs, lr=lr, momentum=momentum,
-        batch_size=batch_size, model_kwargs=model_kwargs,
+        batch_size=batch_size, model_kwargs=model_kwargs, optimizer=optimizer, label_noise=label_noise,
+        label_noise_seed=label_noise_seed,
     )
     out = Path(out_dir)
     manifest = _read_manifest(out, common)
