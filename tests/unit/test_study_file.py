@@ -45,14 +45,32 @@ def test_an_unknown_key_names_its_path_and_the_closest_key_and_nothing_is_writte
     assert not (tmp_path / "out").exists()
 
 
-def test_a_bad_layer_or_a_cumulative_plan_is_refused_before_anything_is_written(tmp_path):
+def test_a_bad_layer_or_a_bad_cumulative_plan_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(LesionError, match="fc9"):
         lesion.run_study({**TINY, "plans": [{"kind": "single", "layers": "fc9"}]}, tmp_path / "out")
-    cumulative = {**TINY, "plans": [{"kind": "cumulative", "layers": "fc1", "order": "descending", "attribute": "l2"}]}
-    assert load_study_file(cumulative)[0].plans[0].kind == "cumulative"  # the schema holds it
-    with pytest.raises(LesionError, match="cumulative"):
-        lesion.run_study(cumulative, tmp_path / "out")
+    no_attribute = {**TINY, "plans": [{"kind": "cumulative", "layers": "fc1", "order": "descending"}]}
+    with pytest.raises(LesionError, match="needs one"):
+        lesion.run_study(no_attribute, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_cumulative_plan_lesions_the_curves_of_lesion_cumulative(tmp_path):
+    from lesion.models import load_model
+
+    plans = [
+        {"kind": "cumulative", "layers": "fc2", "step": 3, "seeds": [0, 1], "name": "random"},
+        {"kind": "cumulative", "layers": "fc2", "step": 5, "order": "descending", "attribute": "l2", "name": "by-l2"},
+    ]
+    result = lesion.run_study({**TINY, "plans": plans, "analyses": {}}, tmp_path / "out")
+    run = lesion.Run(result.out / "lesions")
+    model = load_model(checkpoint=result.out / "model.pt")
+    random = lesion.cumulative(model, "fc2", step=3, seeds=(0, 1), name="random")
+    norms = {"fc2": model.fc2.weight.detach().norm(dim=1).numpy()}
+    ranked = lesion.cumulative(model, "fc2", step=5, seeds=(), attributes={"l2": norms}, name="by-l2")
+    stored = run.lesions()
+    assert set(stored["key"]) == {"intact", *random.keys, *ranked.keys}  # a lesion in both plans is stored once
+    assert set(stored[stored["plan"] == "random"]["key"]) == set(random.keys)
+    assert stored["done"].all()
 
 
 def test_lesion_run_exits_2_with_the_message(tmp_path):

@@ -109,11 +109,21 @@ class FractionPlan(_Plan):
 
 
 class CumulativePlan(_Plan):
-    """Units of a layer lesioned cumulatively in an order: random, or by an attribute ascending / descending."""
+    """The selected units lesioned cumulatively, ``step`` more at a time (`lesion.cumulative`): in one
+    random order per seed (``order = "random"``), or by an ``attribute`` (both directions, high to low
+    and low to high, are lesioned; ``order`` names the one read first)."""
 
     kind: Literal["cumulative"]
     order: Literal["random", "ascending", "descending"] = "random"
     attribute: Literal["l1", "l2", "mw_p", "selectivity"] | None = None
+    step: int = Field(default=1, ge=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+
+    @model_validator(mode="after")
+    def _attribute_order(self) -> CumulativePlan:
+        if (self.order == "random") == (self.attribute is not None):
+            raise ValueError("order = 'random' takes no attribute; order = 'ascending' / 'descending' needs one")
+        return self
 
 
 PlanSection = Annotated[SinglePlan | PairsPlan | FractionPlan | CumulativePlan, Field(discriminator="kind")]

@@ -23,7 +23,7 @@ from torch import nn
 from lesion._errors import LesionError
 from lesion.data import Dataset, Split, load_dataset
 from lesion.models import build_model, load_checkpoint, load_model
-from lesion.plans import Plan, fraction, pairs, single
+from lesion.plans import Plan, cumulative, fraction, pairs, single
 from lesion.report import RunSummary, run_summary
 from lesion.stats import (
     attribute_correlations,
@@ -223,10 +223,9 @@ def _plans(spec: StudyFile, model: nn.Module, split: Split) -> list[Plan]:
                 attribute=ranking, highest=plan.order == "descending", method=plan.method, name=name,
             ))
         elif isinstance(plan, CumulativePlan):
-            raise LesionError(
-                "plans: kind = 'cumulative' needs lesion.plans.cumulative, which this version of lesion does not have yet; "
-                "use kind = 'fraction' with select = 'ranked' for the units ranked by an attribute"
-            )
+            ordered: dict[str, Any] = {} if plan.attribute is None else {plan.attribute: _ranking(model, split, plan.layers, plan.attribute)}
+            seeds = plan.seeds if plan.attribute is None else ()
+            plans.append(cumulative(model, plan.layers, step=plan.step, seeds=seeds, attributes=ordered, method=plan.method, name=name))
     return plans
 
 
