@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 import lesion
 from lesion import LesionError, evaluate
 from lesion.cli import app
-from lesion.studies.custom import load_study_file
 
 TINY = {
     "name": "tiny",
