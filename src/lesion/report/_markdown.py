@@ -42,3 +42,9 @@ def timings_table(seconds: Mapping[str, float]) -> str:
     rows = [{"stage": name, "wall time": f"{value:,.1f} s"} for name, value in seconds.items()]
     rows.append({"stage": "**total**", "wall time": f"{total:,.1f} s ({total / 60:.1f} min)"})
     return markdown_table(pd.DataFrame(rows, columns=["stage", "wall time"]))
+
+
+def figures_and_timings(captions: Mapping[str, str], seconds: Mapping[str, float]) -> list[str]:
+    """The closing sections of a study's ``summary.md``: each figure with its caption, then the wall times."""
+    figures = [f"- `figures/{name}.png`: {caption}" for name, caption in captions.items()]
+    return ["## Figures", "", *figures, "", "## Wall time", "", timings_table(seconds), ""]

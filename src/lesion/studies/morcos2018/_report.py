@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from lesion.report import markdown_table, timings_table
+from lesion.report import figures_and_timings, markdown_table
 from lesion.studies._study import StudyDir
 from lesion.studies._variants import chance_warning
 
@@ -129,14 +129,7 @@ def summary(
         "",
         markdown_table(orders, digits=3),
         "",
-        "## Figures",
-        "",
-        *[f"- `figures/{name}.png`: {caption}" for name, caption in CAPTIONS.items()],
-        "",
-        "## Wall time",
-        "",
-        timings_table(timings),
-        "",
+        *figures_and_timings(CAPTIONS, timings),
     ]
     return "\n".join(lines)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from lesion.report import markdown_table, timings_table
+from lesion.report import figures_and_timings, markdown_table
 from lesion.studies._study import StudyDir
 from lesion.studies._variants import chance_warning
 from lesion.studies.zhou2018._analysis import DAMAGE_PP
@@ -138,13 +138,6 @@ def summary(
         "",
         markdown_table(rotation_tests, digits=3),
         "",
-        "## Figures",
-        "",
-        *[f"- `figures/{name}.png`: {caption}" for name, caption in CAPTIONS.items()],
-        "",
-        "## Wall time",
-        "",
-        timings_table(timings),
-        "",
+        *figures_and_timings(CAPTIONS, timings),
     ]
     return "\n".join(lines)
