@@ -277,6 +277,8 @@ def test_reproduce_command_on_digits(tmp_path):
     assert len(effects) == 3 * (30 + 190) * 11
     assert {"mcnemar_p", "bh_q", "bh_reject"} <= set(effects.columns)
     compare_study("meyes2019-mlp", out)  # the numbers of the study before its port to the scaffold
+    page = (out / "report.html").read_text()  # every reproduce writes the study's report at the end
+    assert page.startswith("<!doctype html>") and "meyes2019-mlp" in page
 
 
 def test_bad_arguments_change_nothing(tmp_path):

@@ -137,6 +137,7 @@ def test_lesion_run_takes_the_engine_options(tmp_path):
     ran = CliRunner().invoke(app, ["run", str(study), "--out", str(tmp_path / "out"), "--device", "cpu", "--quiet"])
     assert ran.exit_code == 0, ran.output
     assert "Intact network: top-1" in ran.output
+    assert (tmp_path / "out" / "report.html").stat().st_size > 100_000  # lesion run writes the report too
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "batch_size 16" in summary and "device cpu" in summary
     assert np.isfinite(pd.read_csv(tmp_path / "out" / "tables" / "effects.csv")["top1"]).all()
