@@ -3,7 +3,6 @@ a worker killed mid-shard (its shard is evaluated again), and a killed Ray sweep
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -15,39 +14,18 @@ import pytest
 import torch
 
 import lesion
+from fixtures.rundb import count_outcomes, db_rows
 from lesion import LesionError
 from lesion.data import digits
 from lesion.models import meyes2019_mlp, meyes2020_cnn
 
 ray = pytest.importorskip("ray")
 
-TABLES = ("lesions", "outcomes", "metrics", "arrays")
-
-
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-def _rows(path):
-    con = sqlite3.connect(path / "results.sqlite")
-    rows = {t: con.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in TABLES}
-    rows["meta"] = con.execute("SELECT * FROM meta WHERE key NOT IN ('created') ORDER BY key").fetchall()
-    con.close()
-    return rows
-
-
-def _count_outcomes(path):
-    try:
-        con = sqlite3.connect(f"file:{path / 'results.sqlite'}?mode=ro", uri=True, timeout=1)
-        try:
-            return con.execute("SELECT count(*) FROM outcomes").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
 
 
 def test_ray_sweep_stores_the_local_run_outcome_for_outcome(tmp_path):
@@ -58,7 +36,7 @@ def test_ray_sweep_stores_the_local_run_outcome_for_outcome(tmp_path):
     local = lesion.sweep(mlp, data, plans, tmp_path / "local")
     remote = lesion.sweep(mlp, data, plans, tmp_path / "ray", backend="ray")
     assert len(remote.lesions()) == 1 + 30 + 190 and remote.lesions()["done"].all()
-    assert _rows(tmp_path / "ray") == _rows(tmp_path / "local")
+    assert db_rows(tmp_path / "ray") == db_rows(tmp_path / "local")
     assert local.table("top1").equals(remote.table("top1"))
 
 
@@ -69,7 +47,7 @@ def test_ray_sweep_of_a_cnn_with_mean_lesions_equals_the_local_run(tmp_path):
     plans = [lesion.single(cnn, "conv2;fc1:0-20", method="mean")]
     lesion.sweep(cnn, data, plans, tmp_path / "local")
     lesion.sweep(cnn, data, plans, tmp_path / "ray", backend="ray")
-    assert _rows(tmp_path / "ray") == _rows(tmp_path / "local")
+    assert db_rows(tmp_path / "ray") == db_rows(tmp_path / "local")
 
 
 def _shard_worker_pids():
@@ -110,7 +88,7 @@ def test_a_worker_killed_mid_shard_is_replaced_and_the_database_is_the_same(tmp_
         lesion.sweep(mlp, data, plans, tmp_path / "ray", engine="reference", backend="ray")
     killer.join()
     assert killed, "no shard worker was seen running"
-    assert _rows(tmp_path / "ray") == _rows(tmp_path / "local")
+    assert db_rows(tmp_path / "ray") == db_rows(tmp_path / "local")
 
 
 SCRIPT = textwrap.dedent(
@@ -135,11 +113,11 @@ def test_a_killed_ray_sweep_resumes_to_the_local_database(tmp_path):
     address = ray.get_runtime_context().gcs_address
     proc = subprocess.Popen([sys.executable, str(script), str(killed), address])
     deadline = time.time() + 180
-    while _count_outcomes(killed) < 6 and time.time() < deadline and proc.poll() is None:
+    while count_outcomes(killed) < 6 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    partial = _count_outcomes(killed)
+    partial = count_outcomes(killed)
     total = 1 + 30 + 45
     assert 6 <= partial < total, "the run must be killed mid-way"
     torch.manual_seed(0)
@@ -147,8 +125,8 @@ def test_a_killed_ray_sweep_resumes_to_the_local_database(tmp_path):
     plans = [lesion.single(model, "fc1;fc2"), lesion.pairs(model, "fc2")]
     lesion.sweep(model, digits().test, plans, killed, engine="reference", batch_size=64, backend="ray")
     lesion.sweep(model, digits().test, plans, tmp_path / "local", engine="reference", batch_size=64)
-    assert _count_outcomes(killed) == total
-    assert _rows(killed) == _rows(tmp_path / "local")
+    assert count_outcomes(killed) == total
+    assert db_rows(killed) == db_rows(tmp_path / "local")
 
 
 def test_backend_and_address_are_checked(tmp_path):
@@ -170,7 +148,7 @@ def test_the_sweep_command_runs_on_the_ray_cluster_it_is_given(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Intact network: top-1" in proc.stdout
     lesion.sweep(mlp, digits().test, lesion.single(mlp, "fc2"), tmp_path / "local")
-    ray_rows, local_rows = _rows(tmp_path / "ray"), _rows(tmp_path / "local")
+    ray_rows, local_rows = db_rows(tmp_path / "ray"), db_rows(tmp_path / "local")
     assert all(ray_rows[t] == local_rows[t] for t in ("lesions", "outcomes", "metrics")) and len(ray_rows["outcomes"]) == 11
     bad = subprocess.run([sys.executable, "-m", "lesion", "sweep", *map(str, args), "-o", str(tmp_path / "bad"),
                           "--backend", "rey"], capture_output=True, text=True)
@@ -186,7 +164,7 @@ def test_a_study_file_with_backend_ray_stores_what_a_local_study_stores(tmp_path
     }
     local = lesion.run_study(settings, tmp_path / "local")
     remote = lesion.run_study({**settings, "engine": {"backend": "ray"}}, tmp_path / "ray")
-    assert _rows(remote.out / "lesions") == _rows(local.out / "lesions")
+    assert db_rows(remote.out / "lesions") == db_rows(local.out / "lesions")
     with pytest.raises(LesionError, match="backend"):
         lesion.run_study({**settings, "engine": {"backend": "rya"}}, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()

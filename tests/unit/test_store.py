@@ -2,7 +2,6 @@
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -13,6 +12,7 @@ import pytest
 import torch
 
 import lesion
+from fixtures.rundb import count_outcomes, db_rows
 from lesion import LesionError
 from lesion.data import digits
 from lesion.models import meyes2019_mlp
@@ -30,57 +30,35 @@ SCRIPT = textwrap.dedent(
                  sys.argv[1], engine="reference", batch_size=64)
     """
 )
-TABLES = ("lesions", "outcomes", "metrics", "arrays")
-
-
-def _rows(path):
-    con = sqlite3.connect(path / "results.sqlite")
-    rows = {t: con.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in TABLES}
-    rows["meta"] = con.execute("SELECT * FROM meta WHERE key NOT IN ('created') ORDER BY key").fetchall()
-    con.close()
-    return rows
-
-
-def _count_outcomes(path):
-    try:
-        con = sqlite3.connect(f"file:{path / 'results.sqlite'}?mode=ro", uri=True, timeout=1)
-        try:
-            return con.execute("SELECT count(*) FROM outcomes").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
-
-
 def test_killed_run_resumes_to_the_same_database(tmp_path):
     script = tmp_path / "sweep.py"
     script.write_text(SCRIPT)
     killed, full = tmp_path / "killed", tmp_path / "full"
     proc = subprocess.Popen([sys.executable, str(script), str(killed)])
     deadline = time.time() + 60
-    while _count_outcomes(killed) < 6 and time.time() < deadline and proc.poll() is None:
+    while count_outcomes(killed) < 6 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    partial = _count_outcomes(killed)
+    partial = count_outcomes(killed)
     total = 1 + 30 + 45
     assert 6 <= partial < total, "the run must be killed mid-way"
     subprocess.run([sys.executable, str(script), str(killed)], check=True)
     subprocess.run([sys.executable, str(script), str(full)], check=True)
-    assert _rows(killed) == _rows(full)
-    assert _count_outcomes(killed) == total
+    assert db_rows(killed) == db_rows(full)
+    assert count_outcomes(killed) == total
 
 
 def test_rerun_skips_finished_lesions_and_adds_new_plans(tmp_path):
     model, data = toy_network(), toy_data()
     lesion.sweep(model, data, lesion.single(model, "hidden"), tmp_path, engine="reference")
-    before = _rows(tmp_path)
+    before = db_rows(tmp_path)
     with pytest.raises(LesionError, match="holds no plan 'pairs'"):  # a new plan only when asked for
         lesion.sweep(model, data, [lesion.single(model, "hidden"), lesion.pairs(model, "hidden")], tmp_path)
-    assert _rows(tmp_path) == before
+    assert db_rows(tmp_path) == before
     run = lesion.sweep(model, data, [lesion.single(model, "hidden"), lesion.pairs(model, "hidden")], tmp_path,
                        engine="reference", extend=True)
-    after = _rows(tmp_path)
+    after = db_rows(tmp_path)
     assert after["outcomes"][: len(before["outcomes"])] == before["outcomes"]
     assert len(run.lesions()) == 1 + 5 + 10 and run.lesions()["done"].all()
 
@@ -88,7 +66,7 @@ def test_rerun_skips_finished_lesions_and_adds_new_plans(tmp_path):
 def test_a_run_of_another_model_data_or_config_is_refused(tmp_path):
     model, data = toy_network(), toy_data()
     lesion.sweep(model, data, lesion.single(model, "hidden"), tmp_path, engine="reference")
-    before = _rows(tmp_path)
+    before = db_rows(tmp_path)
     other = toy_network()
     with torch.no_grad():
         other.out.bias[3] = 0.25
@@ -98,7 +76,7 @@ def test_a_run_of_another_model_data_or_config_is_refused(tmp_path):
         lesion.sweep(model, data.head(10), lesion.single(model, "hidden"), tmp_path)
     with pytest.raises(LesionError, match="different config"):
         lesion.sweep(model, data, lesion.single(model, "hidden"), tmp_path, k=2)
-    assert _rows(tmp_path) == before
+    assert db_rows(tmp_path) == before
 
 
 def test_foreign_and_unwritable_directories_are_refused(tmp_path):
