@@ -11,7 +11,7 @@ incoming weights.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -193,16 +193,27 @@ def check_lesion(model: nn.Module, lesion: Lesion) -> dict[str, Layer]:
     a lesion point, are checked for range when they run). No forward pass: whether each layer
     does run is checked by :func:`lesioned` in the forward itself.
     """
+    return check_lesions(model, [lesion])
+
+
+def check_lesions(model: nn.Module, lesions: Iterable[Lesion]) -> dict[str, Layer]:
+    """:func:`check_lesion` of every lesion, with the model's modules listed and each layer checked once
+    (a plan may hold 10⁶ lesions)."""
     modules = dict(model.named_modules())
     known = {layer.name: layer for layer in candidates(model)}
-    for name, units in lesion.units:
-        if name not in modules or name == "":
-            raise LesionError(f"unknown layer {name!r}{closest(name, [n for n in modules if n])}")
-        reason = never_runs(model, name, modules)
-        if reason:
-            raise LesionError(f"lesion {lesion.key!r}: {reason}")
-        if name in known:
-            select([known[name]], {name: units})
+    checked: set[str] = set()
+    for lesion in lesions:
+        for name, units in lesion.units:
+            if name not in checked:
+                if name not in modules or name == "":
+                    raise LesionError(f"unknown layer {name!r}{closest(name, [n for n in modules if n])}")
+                reason = never_runs(model, name, modules)
+                if reason:
+                    raise LesionError(f"lesion {lesion.key!r}: {reason}")
+                checked.add(name)
+            layer = known.get(name)
+            if layer is not None and (not units or not 0 <= min(units) <= max(units) < layer.n_units):
+                select([layer], {name: units})  # raises, naming the valid range
     return known
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from lesion._errors import LesionError, check_int, closest
-from lesion._lesion import INTACT, Lesion, check_lesion, unit_means
+from lesion._lesion import INTACT, Lesion, check_lesions, unit_means
 from lesion._progress import progress_bar
 from lesion.data import Split
 from lesion.engine import (
@@ -157,7 +157,7 @@ def sweep(
         raise LesionError(f"address is for backend 'ray' only; got address {address!r} with backend {backend!r}")
     if not plans or not all(isinstance(plan, Plan) for plan in plans):
         raise LesionError("plans: give at least one Plan (from lesion.single, lesion.pairs, lesion.fraction)")
-    _check_plans(model, plans)
+    check_lesions(model, (lesion for plan in plans for lesion in plan))
     check_model_device(model, opts)
     n_classes = check_fits(model, split)
     check_autocast(opts.autocast, model_device(model))
@@ -353,16 +353,6 @@ class _Writer:
             self.db.put_outcomes(self.keys, tops, self.ties, correct_counts(tops, self.labels, self.n_classes, self.intact_topk))
         self.keys, self.tops, self.ties, self.since = [], [], [], time.monotonic()
         return count
-
-
-def _check_plans(model: nn.Module, plans: list[Plan]) -> None:
-    """:func:`check_lesion` for every lesion, the model's layers listed once (a plan may hold 10⁶ lesions)."""
-    known = {name: layer.n_units for name, layer in check_lesion(model, INTACT).items()}
-    for plan in plans:
-        for lesion in plan:
-            for name, units in lesion.units:
-                if name not in known or not 0 <= min(units) <= max(units) < known[name]:
-                    check_lesion(model, lesion)  # raises for a bad lesion; accepts a named non-lesionable module
 
 
 def _unique(plans: list[Plan]) -> list[Lesion]:

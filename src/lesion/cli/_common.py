@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import re
 import sys
 from enum import Enum
 from pathlib import Path
@@ -63,17 +62,10 @@ class ExportFormat(str, Enum):
 
 
 def parse_bytes(text: str | None, option: str = "--memory") -> int | None:
-    """``"2G"`` -> 2147483648; ``None`` stays None; 0 or a malformed size is a `LesionError`."""
-    if text is None:
-        return None
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)i?[bB]?\s*", text)
-    if not match:
-        raise LesionError(f"{option}: expected a size like 512M or 2G, got {text!r}")
-    scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[match.group(2).lower()]
-    size = int(float(match.group(1)) * scale)
-    if size < 1:
-        raise LesionError(f"{option}: expected a size of at least 1 byte, e.g. 64M, got {text!r} (closest valid: 1)")
-    return size
+    """``"2G"`` -> 2147483648; ``None`` stays None; 0 or a malformed size is a `LesionError` naming ``option``."""
+    from lesion.engine import parse_size
+
+    return None if text is None else parse_size(text, option)
 
 
 def tune_malloc() -> bool:

@@ -19,9 +19,12 @@ from lesion.cli._common import (
     ModelOpt,
     NormalizeOpt,
     check_device,
+    check_fit,
+    check_out_dir,
     console,
+    load_data,
+    load_net,
     parse_bytes,
-    parse_kwargs,
 )
 
 if TYPE_CHECKING:
@@ -65,19 +68,20 @@ def improve(
     import pandas as pd
 
     import lesion
-    from lesion.data import load_dataset
-    from lesion.models import load_model
 
     check_device(device)
-    dataset = load_dataset(data, data_dir, normalize=normalize)
+    check_out_dir(out)
+    dataset = load_data(data, data_dir, normalize)
     if dataset.train is None:
         raise LesionError(f"--data {data}: this dataset has no training split here, and improve may choose on training data only")
     stems = [c.stem for c in checkpoint]
     if len(set(stems)) != len(stems):
         raise LesionError(f"--checkpoint: file names must differ (each gets OUT/<name>), got {stems}")
+    nets = {path: load_net(model, path, model_arg, device=device) for path in checkpoint}
+    for net in nets.values():
+        check_fit(net, dataset.test)
     tables = []
-    for path in checkpoint:
-        net = load_model(model, path, **parse_kwargs(model_arg)).to(device)
+    for path, net in nets.items():
         result = lesion.improve(
             net, dataset.train, dataset.test, select, out / path.stem, target=target, tolerance=tolerance,
             validation=validation, seed=seed, beam=beam, max_size=max_size, group=group, method=method.value,

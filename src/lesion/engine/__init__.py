@@ -12,7 +12,7 @@ from lesion._lesion import Lesion
 from lesion.data import Split
 from lesion.engine._capture import Activations, capture_activations, load_activations
 from lesion.engine._estimate import estimate
-from lesion.engine._options import ENGINES, EngineOptions, check_device, engine_options
+from lesion.engine._options import ENGINES, EngineOptions, check_device, engine_options, parse_size
 from lesion.engine._outcome import TIE_TOLERANCE, Outcome, default_k, topk_and_ties
 from lesion.engine._reference import (
     AUTOCAST,
@@ -115,6 +115,7 @@ __all__ = [
     "evaluate",
     "load_activations",
     "model_device",
+    "parse_size",
     "reference_outcomes",
     "topk_and_ties",
 ]

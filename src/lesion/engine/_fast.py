@@ -35,7 +35,7 @@ from torch import Tensor, fx, nn
 
 from lesion._errors import LesionError
 from lesion._forward import standard_attention
-from lesion._lesion import Lesion, check_lesion
+from lesion._lesion import Lesion, check_lesions
 from lesion.data import Split
 from lesion.engine._outcome import Outcome, topk_and_ties
 from lesion.engine._reference import (
@@ -105,9 +105,8 @@ def fast_outcomes(
         Called after each data batch of a round with the lesions' worth of work it did (progress).
     """
     lesions = list(lesions)
-    known: dict[str, int] = {}
+    known = {name: layer.unit_dim for name, layer in check_lesions(model, lesions).items()}
     for lesion in lesions:
-        known.update({name: layer.unit_dim for name, layer in check_lesion(model, lesion).items()})
         if lesion.method == "mean":
             missing = [n for n in lesion.layers if means is None or n not in means]
             if missing:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -69,6 +70,17 @@ class EngineOptions:
     def engine_kwargs(self) -> dict[str, Any]:
         """The keywords of the engines' internal functions (everything but device and float32_check)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("device", "float32_check", "batch_size", "engine")}
+
+
+def parse_size(text: str, name: str = "memory") -> int:
+    """``"2G"`` -> 2147483648 bytes (k, M, G, T; an optional ``iB``/``B``); 0 or a malformed size is a `LesionError`."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)i?[bB]?\s*", text)
+    if not match:
+        raise LesionError(f"{name}: expected a size like 512M or 2G, got {text!r}")
+    size = int(float(match.group(1)) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[match.group(2).lower()])
+    if size < 1:
+        raise LesionError(f"{name}: expected a size of at least 1 byte, e.g. 64M, got {text!r} (closest valid: 1)")
+    return size
 
 
 def check_device(device: str) -> None:

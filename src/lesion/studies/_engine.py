@@ -7,7 +7,6 @@ Changing how the engine takes its options later touches this file only.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,7 @@ from torch import nn
 
 from lesion._sweep import sweep
 from lesion.data import Split
-from lesion.engine import EngineOptions
+from lesion.engine import EngineOptions, check_device, parse_size
 from lesion.plans import Plan
 from lesion.store import Run
 from lesion.studies._validate import validation_error
@@ -51,21 +50,12 @@ class EngineConfig(BaseModel):
     @field_validator("memory", mode="before")
     @classmethod
     def _size(cls, value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)i?[bB]?\s*", value)
-        if not match:
-            raise ValueError(f"expected a size like 512M or 2G, got {value!r}")
-        return int(float(match.group(1)) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[match.group(2).lower()])
+        return parse_size(value) if isinstance(value, str) else value
 
     @field_validator("device")
     @classmethod
     def _available(cls, device: str) -> str:
-        import torch
-
-        available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-        if not available[device]:
-            raise ValueError(f"expected one of {[name for name, ok in available.items() if ok]} (available here), got {device!r}")
+        check_device(device)
         return device
 
     @classmethod
