@@ -20,6 +20,7 @@ from lesion._version import __version__
 from lesion.report._data import ALPHA, Limits, run_payload
 from lesion.report._provenance import provenance
 from lesion.report._samples import draw_sprite, find_split
+from lesion.report._search import improve_dirs, improve_payload, shapley_payload
 from lesion.report._studydir import figures, is_study, study_info, study_runs, summary_html
 from lesion.store import DB_NAME, Run
 
@@ -40,8 +41,9 @@ def write_report(
     Parameters
     ----------
     path : path
-        A run directory (holding ``results.sqlite``) or a study directory (holding ``summary.md``
-        and ``figures/``, its runs in subdirectories).
+        A run directory (holding ``results.sqlite``; a `lesion shapley` run gets a Shapley view), a
+        study directory (holding ``summary.md`` and ``figures/``, its runs in subdirectories), or a
+        `lesion improve` folder (one network's ``validation/`` and ``test/``, or the OUT of several).
     out : path, optional
         The HTML file; default ``path/report.html``.
     data_dir : path, optional
@@ -65,6 +67,7 @@ def write_report(
     if not source.is_dir():
         raise LesionError(f"path: expected a run or study directory, got {str(source)!r}, which is not a directory")
     limits = limits or Limits()
+    improves: list[Path] = []
     if (source / DB_NAME).is_file():
         runs, study = [source], None
         title = f"lesion report: run {source.name}"
@@ -72,15 +75,19 @@ def write_report(
         runs, study = study_runs(source), source
         limits = limits.scaled(len(runs))
         title = f"lesion report: study {source.resolve().name}"
+    elif improves := improve_dirs(source):
+        runs, study = study_runs(source), None
+        limits = limits.scaled(len(runs))
+        title = f"lesion report: improve {source.resolve().name}"
     else:
         raise LesionError(
-            f"path: expected a run directory (holding {DB_NAME}) or a study directory (holding summary.md and "
-            f"figures/), got {str(source)!r}"
+            f"path: expected a run directory (holding {DB_NAME}), a study directory (holding summary.md and "
+            f"figures/) or a `lesion improve` folder (holding validation/{DB_NAME}), got {str(source)!r}"
         )
     target = Path(out) if out is not None else source / REPORT_NAME
     if target.is_dir():
         raise LesionError(f"out: expected an HTML file path, got the directory {str(target)!r}")
-    context = _context(source, runs, study, limits, data_dir)
+    context = _context(source, runs, study, limits, data_dir, improves)
     context["title"] = title
     html = _render(context)
     _atomic_write(target, html)
@@ -88,25 +95,30 @@ def write_report(
 
 
 def _context(
-    source: Path, run_dirs: list[Path], study: Path | None, limits: Limits, data_dir: str | Path | None
+    source: Path, run_dirs: list[Path], study: Path | None, limits: Limits, data_dir: str | Path | None,
+    improves: list[Path],
 ) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     payloads: list[dict[str, Any]] = []
+    shapleys: list[dict[str, Any]] = []
     wanted: dict[str, tuple[dict[str, Any], set[int]]] = {}
+    base = study if study is not None else source if improves else None
     for run_dir in run_dirs:
+        label = str(run_dir.relative_to(base)) if base is not None else run_dir.name
         run = Run(run_dir)
         try:
             payload = run_payload(run, limits)
             prov = provenance(run, payload["complete"])
             dataset = run.meta("dataset") or {}
             model = run.meta("model") or {}
+            if "shapley" in (run.config or {}):
+                shapleys.append(shapley_payload(run, label, len(runs), study))
         finally:
             run.close()
         fingerprint = str(dataset.get("sha256"))
         wanted.setdefault(fingerprint, (dataset, set()))[1].update(payload.pop("thumbnail_requests"))
         payload["fingerprint"] = fingerprint
         payloads.append(payload)
-        label = str(run_dir.relative_to(study)) if study is not None else run_dir.name
         done, total = payload["complete"]["done"], payload["complete"]["total"]
         intact = payload["intact"]
         runs.append(
@@ -140,8 +152,22 @@ def _context(
             "summary": summary_html(study, figs),
             **study_info(study),
         }
-    data = {"runs": payloads, "study": study is not None, "sprites": {s["id"]: s["payload"] for s in sprite_data}}
-    return {"runs": runs, "study": study_context, "sprites": sprite_data, "data": data}
+    if study is not None:
+        improves = sorted({d.parent for d in run_dirs if d.name == "validation" and "improve" in (_config(d) or {})})
+    improve_views = [improve_payload(folder, str(folder.relative_to(base)) if base is not None and folder != base else folder.name, study)
+                     for folder in improves]
+    data = {"runs": payloads, "study": study is not None, "sprites": {s["id"]: s["payload"] for s in sprite_data},
+            "shapley": shapleys, "improve": improve_views}
+    return {"runs": runs, "study": study_context, "sprites": sprite_data, "data": data,
+            "shapleys": shapleys, "improves": improve_views}
+
+
+def _config(run_dir: Path) -> dict[str, Any]:
+    run = Run(run_dir)
+    try:
+        return dict(run.config or {})
+    finally:
+        run.close()
 
 
 def _sprites(

@@ -1,5 +1,5 @@
 /* lesion report: glue between the embedded data, Tabulator (tables) and Apache ECharts (charts).
-   Views are addressed by the URL fragment: #study, #run/R, #run/R/lesion/KEY. */
+   Views are addressed by the URL fragment: #study, #run/R, #run/R/lesion/KEY, #shapley/S, #improve/I. */
 (function () {
   "use strict";
   const DATA = JSON.parse(document.getElementById("lesion-data").textContent);
@@ -237,16 +237,132 @@
     }
   }
 
+  const columnLabel = (col) => (col.metric === "top1" ? "top-1" : col.metric) + ", " + (col.class < 0 ? "overall" : "class " + col.name) + " (" + col.unit + ")";
+
+  function buildShapley(n) {
+    const S = DATA.shapley[n], view = document.getElementById("view-shapley-" + n);
+    if (!S.ok) return;
+    const select = view.querySelector(".shapley-column");
+    S.columns.forEach((col, j) => select.appendChild(el("option", { value: String(j) }, columnLabel(col))));
+    const digits = (col) => (col.unit === "pp" ? 2 : 4);
+    const rowsOf = (j) => S.players.map((player, i) => ({ i, player, value: S.columns[j].value[i], se: S.columns[j].se[i], single: S.columns[j].single[i] }));
+    const num = (title, field, d, filter) => ({ title, field, hozAlign: "right", sorter: "number", headerFilter: filter ? "number" : undefined,
+      headerFilterFunc: filter ? ">=" : undefined, headerFilterPlaceholder: filter ? "≥" : undefined, formatter: (c) => (field === "se" ? fmt(c.getValue(), d()) : signed(c.getValue(), d())) });
+    let current = 0;
+    const d = () => digits(S.columns[current]);
+    const table = new Tabulator(view.querySelector(".shapley-table"), {
+      data: rowsOf(0), index: "i", layout: "fitData", height: S.players.length > 15 ? "400px" : undefined,
+      initialSort: [{ column: "value", dir: "desc" }], placeholder: "no player matches the filters",
+      columns: [{ title: "player", field: "player", headerFilter: "input" }, num("Shapley value", "value", d, true),
+        num("± SE", "se", d, false), num("leave-one-out", "single", d, true)],
+    });
+    state.tables["shapley-" + n] = table;
+    const plot = chart(view.querySelector(".chart-shapley"), {}, "shapley-" + n);
+    const pairRows = (j) => S.pairs.a.map((a, k) => ({ k, a, b: S.pairs.b[k], value: S.pairs.columns[j].value[k], se: S.pairs.columns[j].se[k], pair: S.pairs.columns[j].pair[k] }));
+    let pairs = null;
+    if (S.pairs.a.length) {
+      pairs = new Tabulator(view.querySelector(".shapley-pairs"), {
+        data: pairRows(0), index: "k", layout: "fitData", columns: [{ title: "player a", field: "a", headerFilter: "input" }, { title: "player b", field: "b", headerFilter: "input" },
+          num("interaction index", "value", d, false), num("± SE", "se", d, false), num("pair alone", "pair", d, false)],
+      });
+      state.tables["shapley-pairs-" + n] = pairs;
+    }
+    const show = (j) => {
+      current = j;
+      const col = S.columns[j], order = S.players.map((_, i) => i).sort((a, b) => (col.value[b] ?? -Infinity) - (col.value[a] ?? -Infinity));
+      const many = order.length > 60;
+      plot.setOption({
+        title: { text: "Shapley value ± SE and leave-one-out, " + columnLabel(col), textStyle: { fontSize: 13 } },
+        tooltip: { trigger: "axis", formatter: (ps) => {
+          const i = order[ps[0].dataIndex];
+          return `<b>${S.players[i]}</b><br>Shapley ${signed(col.value[i], d())} ± ${fmt(col.se[i], d())} ${col.unit}<br>leave-one-out ${signed(col.single[i], d())} ${col.unit}`;
+        } },
+        legend: { top: 24, data: ["Shapley value", "leave-one-out"] },
+        grid: { left: 60, right: 20, top: 60, bottom: many ? 110 : 80 },
+        xAxis: { type: "category", data: order.map((i) => S.players[i]), axisLabel: { rotate: 60, fontSize: 10 } },
+        yAxis: { type: "value", name: col.unit },
+        dataZoom: many ? [{ type: "slider", start: 0, end: 100 * 60 / order.length, bottom: 10, height: 16 }, { type: "inside" }] : [],
+        series: [
+          { name: "Shapley value", type: "bar", data: order.map((i) => col.value[i]), itemStyle: { color: "#3b6ea5" } },
+          { name: "± SE", type: "custom", data: order.map((i, x) => [x, col.value[i] - col.se[i], col.value[i] + col.se[i]]), encode: { x: 0, y: [1, 2] }, z: 10,
+            renderItem: (params, api) => {
+              const lo = api.coord([api.value(0), api.value(1)]), hi = api.coord([api.value(0), api.value(2)]), half = api.size([1, 0])[0] * 0.15;
+              const style = { stroke: BLACK, lineWidth: 1.2 };
+              return { type: "group", children: [
+                { type: "line", shape: { x1: lo[0], y1: lo[1], x2: hi[0], y2: hi[1] }, style },
+                { type: "line", shape: { x1: lo[0] - half, y1: lo[1], x2: lo[0] + half, y2: lo[1] }, style },
+                { type: "line", shape: { x1: hi[0] - half, y1: hi[1], x2: hi[0] + half, y2: hi[1] }, style }] };
+            } },
+          { name: "leave-one-out", type: "scatter", symbol: "diamond", symbolSize: 11, data: order.map((i) => col.single[i]), itemStyle: { color: RED }, z: 11 },
+        ],
+      }, true);
+      state.shapleyColumn = j;
+    };
+    select.addEventListener("change", () => {
+      show(Number(select.value));
+      table.replaceData(rowsOf(current));
+      if (pairs) pairs.replaceData(pairRows(current));
+    });
+    show(0);
+  }
+
+  function buildImprove(n) {
+    const V = DATA.improve[n], view = document.getElementById("view-improve-" + n);
+    if (!V.ok) return;
+    const C = V.classes;
+    chart(view.querySelector(".chart-improve"), {
+      title: { text: "top-1 change of the chosen lesion: validation (chosen on) vs test (reported once)", textStyle: { fontSize: 13 } },
+      tooltip: { trigger: "axis", formatter: (ps) => {
+        const c = ps[0].dataIndex, held = C.held[c] === null ? "" : `<br>held on test: ${C.held[c] ? "yes" : "no"}`;
+        return `<b>${C.name[c]}</b><br>validation ${signed(C.val_change[c])} pp<br>test ${signed(C.test_change[c])} pp (McNemar p ${pfmt(C.p[c])})${held}`;
+      } },
+      legend: { top: 24 }, grid: { left: 60, right: 20, top: 60, bottom: 50 },
+      xAxis: { type: "category", data: C.name, axisLabel: { rotate: C.name.some((c) => c.length > 3) ? 40 : 0 } },
+      yAxis: { type: "value", name: "pp" },
+      series: [{ name: "validation", type: "bar", data: C.val_change, itemStyle: { color: "#888" } },
+               { name: "test", type: "bar", data: C.test_change, itemStyle: { color: BLACK } }],
+    }, "improve-" + n);
+    const pct = (c) => fmt(c.getValue()), pp = (c) => signed(c.getValue());
+    const num = (title, field, formatter) => ({ title, field, hozAlign: "right", sorter: "number", formatter });
+    state.tables["improve-" + n] = new Tabulator(view.querySelector(".improve-table"), {
+      data: C.name.map((name, c) => ({ c, name, vi: C.val_intact[c], vl: C.val_lesion[c], vc: C.val_change[c], ti: C.test_intact[c], tl: C.test_lesion[c],
+        tc: C.test_change[c], lost: C.lost[c], gained: C.gained[c], p: C.p[c], q: C.q[c], held: C.held[c] === null ? null : !!C.held[c] })),
+      index: "c", layout: "fitData", columns: [
+        { title: "class", field: "name", headerFilter: "input" },
+        { title: "validation (chosen on)", columns: [num("intact %", "vi", pct), num("lesioned %", "vl", pct), num("Δ pp", "vc", pp)] },
+        { title: "test (reported once)", columns: [num("intact %", "ti", pct), num("lesioned %", "tl", pct), num("Δ pp", "tc", pp),
+          num("lost", "lost"), num("gained", "gained"), num("McNemar p", "p", (c) => pfmt(c.getValue())), num("q (BH)", "q", (c) => pfmt(c.getValue()))] },
+        { title: "held", field: "held", hozAlign: "center", formatter: (c) => (c.getValue() === null ? "–" : c.getValue() ? "✓" : "✗") },
+      ] });
+    const T = V.steps;
+    if (T.step) {
+      state.tables["improve-steps-" + n] = new Tabulator(view.querySelector(".improve-steps"), {
+        data: T.step.map((step, j) => ({ j, step, lesion: T.lesion[j], score: T.score[j], feasible: T.feasible[j] })),
+        index: "j", layout: "fitData", height: T.step.length > 15 ? "360px" : undefined,
+        initialSort: [{ column: "score", dir: "desc" }, { column: "step", dir: "asc" }],
+        columns: [num("step", "step"), { title: "lesion", field: "lesion", headerFilter: "input" }, num("score %", "score", pct),
+          { title: "feasible", field: "feasible", formatter: "tickCross", hozAlign: "center" }] });
+    }
+  }
+
   function route() {
     const hash = decodeURIComponent(location.hash.slice(1));
     const m = /^run\/(\d+)(?:\/lesion\/(.+))?$/.exec(hash);
-    const target = m ? "view-run-" + m[1] : DATA.study ? "view-study" : "view-run-0";
+    const a = /^(shapley|improve)\/(\d+)$/.exec(hash);
+    const home = DATA.study ? "study" : DATA.improve.length ? "improve/0" : DATA.shapley.length ? "shapley/0" : "run/0";
+    const here = m ? "run/" + m[1] : a ? a[1] + "/" + a[2] : home;
+    const target = here === "study" ? "view-study" : "view-" + here.replace("/", "-");
     document.querySelectorAll(".view").forEach((v) => v.classList.toggle("active", v.id === target));
-    document.querySelectorAll("header nav a").forEach((a) => a.classList.toggle("active", a.getAttribute("href") === "#" + (m ? "run/" + m[1] : DATA.study ? "study" : "run/0")));
-    const r = m ? Number(m[1]) : DATA.study ? null : 0;
+    document.querySelectorAll("header nav a").forEach((link) => link.classList.toggle("active", link.getAttribute("href") === "#" + here));
+    const [kind, index] = here.split("/");
+    const r = kind === "run" ? Number(index) : null;
     if (r !== null && DATA.runs[r]) {
       if (!state.built[r]) { state.built[r] = true; buildRun(r); }
       if (m && m[2]) openLesion(r, m[2]);
+    }
+    if ((kind === "shapley" || kind === "improve") && DATA[kind][Number(index)] && !state.built[here]) {
+      state.built[here] = true;
+      (kind === "shapley" ? buildShapley : buildImprove)(Number(index));
     }
     state.view = target;
   }
