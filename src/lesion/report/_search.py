@@ -11,7 +11,6 @@ page says why. Accuracies are turned into percentage points once, here.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -63,18 +62,6 @@ def _first(*files: Path | None) -> Path | None:
     return next((f for f in files if f is not None and f.is_file()), None)
 
 
-def _study_settings(study: Path | None, analysis: str) -> dict[str, Any]:
-    """``analyses.<analysis>`` of the study's ``study.json`` (empty when absent)."""
-    if study is None or not (study / "study.json").is_file():
-        return {}
-    try:
-        settings = json.loads((study / "study.json").read_text())
-    except json.JSONDecodeError:
-        return {}
-    found = settings.get("analyses", {}).get(analysis) if isinstance(settings, dict) else None
-    return found if isinstance(found, dict) else {}
-
-
 def shapley_payload(run: Run, label: str, run_index: int, study: Path | None = None) -> dict[str, Any]:
     """The Shapley view of ``run`` (a run whose config holds ``shapley``).
 
@@ -82,15 +69,13 @@ def shapley_payload(run: Run, label: str, run_index: int, study: Path | None = N
     -------
     dict
         ``label``, ``run`` (index of the run view), ``players`` (P keys), ``exact``, ``permutations``,
-        ``sampling``, ``seed``, ``budget`` and ``target_se`` (the study's settings, where known; target in
-        pp), ``achieved_se`` (largest SE of overall top-1 over the players, pp), ``columns`` (one per
+        ``sampling``, ``seed``, ``achieved_se`` (largest SE of overall top-1 over the players, pp; the
+        target, ``tolerance``, is not stored by the run), ``columns`` (one per
         metric × class: metric, class, name, unit, and P-lists value, se, single), ``pairs`` (a, b, and
         per column value, se, pair lists), ``notes``, ``ok`` (False: no values shown).
     """
     identity = run.config.get("shapley", {})
     exact = bool(identity.get("exact", False))
-    settings = _study_settings(study, "shapley")
-    tolerance = settings.get("tolerance")
     payload: dict[str, Any] = {
         "label": label,
         "run": run_index,
@@ -99,8 +84,6 @@ def shapley_payload(run: Run, label: str, run_index: int, study: Path | None = N
         "permutations": 0 if exact else run.meta("shapley:permutations"),
         "sampling": identity.get("sampling"),
         "seed": identity.get("seed"),
-        "budget": settings.get("permutations"),
-        "target_se": None if tolerance is None else round(100.0 * float(tolerance), 4),
         "achieved_se": None,
         "columns": [],
         "pairs": {"a": [], "b": [], "columns": []},
