@@ -186,3 +186,62 @@ def test_report_in_chromium(browser: Any, report: Path, tmp_path: Path) -> None:
         image = Image.open(shot).convert("RGB").quantize(colors=128)
         image.save(os.environ["LESION_REPORT_SCREENSHOT"], optimize=True)
     run.close()
+
+
+@pytest.fixture(scope="module")
+def search_reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Reports of a tiny real Shapley run and a tiny real improve folder (the toy network; tests/fixtures/search_runs.py)."""
+    from fixtures.search_runs import improve_folder, shapley_run
+
+    base = tmp_path_factory.mktemp("search")
+    return write_report(shapley_run(base / "shapley")), write_report(improve_folder(base / "improve"))
+
+
+def cells(driver: Any, table: str, field: str) -> list[str]:
+    selector = f"{table} .tabulator-row .tabulator-cell[tabulator-field='{field}']"
+    return driver.execute_script("return [...document.querySelectorAll(arguments[0])].map((c) => c.textContent.trim())", selector)
+
+
+def test_shapley_and_improve_views_in_chromium(browser: Any, search_reports: tuple[Path, Path]) -> None:
+    import pandas as pd
+
+    shapley_report, improve_report = search_reports
+    run = Run(shapley_report.parent)
+    top1 = run.table("top1")
+    stored = pd.read_csv(shapley_report.parent / "shapley.csv").set_index(["player", "class", "metric"])
+
+    browser.get(shapley_report.resolve().as_uri())  # a Shapley run opens on its Shapley view
+    table = "#view-shapley-0 .shapley-table"
+    assert wait_for(lambda: len(cells(browser, table, "player")) == 5)
+    assert browser.execute_script("return lesionReport.view") == "view-shapley-0"
+    players = cells(browser, table, "player")
+    shown = dict(zip(players, cells(browser, table, "value"), strict=True))
+    single = dict(zip(players, cells(browser, table, "single"), strict=True))
+    for player in players:
+        assert float(shown[player]) == pytest.approx(100 * stored.loc[(player, -1, "top1"), "value"], abs=0.005)
+        assert float(single[player]) == pytest.approx(100 * (top1.loc["intact", "all"] - top1.loc[player, "all"]), abs=0.005)  # the database's single lesion
+    values = [float(v) for v in cells(browser, table, "value")]
+    assert values == sorted(values, reverse=True)
+    facts = {b.get_attribute("data-field"): b.text for b in browser.find_elements(By.CSS_SELECTOR, "#view-shapley-0 .facts b")}
+    assert facts["permutations"] == f"{run.meta('shapley:permutations')} sampled"
+    # another class: chart and tables follow the selector
+    browser.execute_script("const s = document.querySelector('#view-shapley-0 .shapley-column'); s.value = '2'; s.dispatchEvent(new Event('change'))")
+    name = run.class_names[1]
+    want = {p: pytest.approx(100 * stored.loc[(p, 1, "top1"), "value"], abs=0.0051) for p in players}
+    assert wait_for(lambda: {p: float(v) for p, v in zip(cells(browser, table, "player"), cells(browser, table, "value"), strict=True)} == want)
+    assert name in browser.execute_script("return lesionReport.charts['shapley-0'].getOption().title[0].text")
+    interaction = pd.read_csv(shapley_report.parent / "interactions.csv").set_index(["class", "metric"]).loc[(1, "top1"), "value"]
+    assert [float(v) for v in cells(browser, "#view-shapley-0 .shapley-pairs", "value")] == [pytest.approx(100 * interaction, abs=0.005)]
+    assert severe_logs(browser) == []
+    run.close()
+
+    browser.get(improve_report.resolve().as_uri())  # an improve folder opens on its improve view
+    table = "#view-improve-0 .improve-table"
+    assert wait_for(lambda: cells(browser, table, "name"))
+    test_run = Run(improve_report.parent / "test")
+    before, after = test_run.correct("intact")[0], test_run.correct("hidden:4")[0]
+    rows = dict(zip(cells(browser, table, "name"), cells(browser, table, "tc"), strict=True))
+    assert float(rows["all"]) == pytest.approx(100 * (after.mean() - before.mean()), abs=0.005)
+    assert "Chosen on validation only" in browser.find_element(By.CSS_SELECTOR, "#view-improve-0 .discipline").text
+    assert severe_logs(browser) == []
+    test_run.close()

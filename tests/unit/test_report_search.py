@@ -11,45 +11,16 @@ import pandas as pd
 import pytest
 import torch
 
-from lesion.data import Split
+from fixtures.search_runs import NAMES, improve_folder, shapley_run
 from lesion.report import write_report
-from lesion.search import improve, shapley
 from lesion.stats import mcnemar_exact
 from lesion.store import Run
-from lesion.testing import toy_data, toy_network
-
-E = torch.eye(4)
-NAMES = ("c0", "c1", "c2", "c3")
 
 
 def _data_block(html: str) -> dict:
     match = re.search(r'<script type="application/json" id="lesion-data">(.*?)</script>', html, re.S)
     assert match is not None
     return json.loads(match.group(1))
-
-
-def _split(name: str, groups: list[tuple[torch.Tensor, int, int]]) -> Split:
-    rows = [x for x, _, count in groups for _ in range(count)]
-    labels = [label for _, label, count in groups for _ in range(count)]
-    return Split(name, torch.stack(rows), torch.tensor(labels), NAMES)
-
-
-def shapley_run(out: Path) -> Path:
-    """A sampled Shapley run of the toy network's 5 hidden units with one pair, stored as `lesion shapley` stores it."""
-    result = shapley(toy_network(), toy_data(), "hidden", out, permutations=20, pairs=[("hidden:1", "hidden:2")])
-    result.values.to_csv(out / "shapley.csv", index=False)
-    result.interactions.to_csv(out / "interactions.csv", index=False)
-    return out
-
-
-def improve_folder(out: Path) -> Path:
-    """`improve` on the toy network where validation favours hidden:4 and test disagrees (tests/unit/test_improve.py)."""
-    train = _split("toy/train", [(E[0], 0, 10), (E[2] + E[3], 2, 10), (torch.zeros(4), 3, 5)])
-    test = _split("toy/test-disagreeing", [(E[0], 3, 6), (E[2], 2, 4), (E[3], 0, 4)])
-    result = improve(toy_network(), train, test, "hidden", out, validation=0.4, seed=3)
-    result.classes.to_csv(out / "classes.csv", index=False)
-    result.steps.to_csv(out / "steps.csv", index=False)
-    return out
 
 
 @pytest.fixture(scope="module")
