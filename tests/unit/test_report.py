@@ -171,7 +171,7 @@ def test_bad_input_is_refused_and_nothing_written(small_run: Path, tmp_path: Pat
     with pytest.raises(LesionError, match="not a directory"):
         write_report(tmp_path / "missing", out)
     (tmp_path / "plain").mkdir()
-    with pytest.raises(LesionError, match=r"run directory .* or a study directory"):
+    with pytest.raises(LesionError, match=r"run directory .* a study directory .* or a `lesion improve` folder"):
         write_report(tmp_path / "plain", out)
     old = _copy_run(small_run, tmp_path / "old")
     with sqlite3.connect(old / "results.sqlite") as con:

@@ -184,7 +184,7 @@ def improve_payload(folder: Path, label: str, study: Path | None = None) -> dict
             chosen_from_runs = test_keys[0]
         payload: dict[str, Any] = {
             "label": label, "chosen": None, "size": 0, "objective": None,
-            "validation": {"name": val_data.get("name"), "n": int(len(val_labels)),
+            "validation": {"name": val_data.get("name"), "n": len(val_labels),
                            "fraction": identity.get("validation"), "seed": identity.get("seed")},
             "test": None if test_data is None else {"name": test_data.get("name"), "n": test_data.get("n")},
             "classes": {}, "held": [0, 0], "steps": {}, "notes": [], "ok": False,
