@@ -141,7 +141,7 @@ def _pairs_payload(inter: pd.DataFrame, columns: list[dict[str, Any]]) -> dict[s
     """Pairs in stored order; per Shapley column (same order) value, se and the pair's own synergy."""
     pairs = list(dict.fromkeys(zip(inter["player_a"], inter["player_b"], strict=True)))
     out: dict[str, Any] = {"a": [a for a, _ in pairs], "b": [b for _, b in pairs], "columns": []}
-    indexed = inter.set_index(["metric", "class", "player_a", "player_b"])
+    indexed = inter.set_index(["metric", "class", "player_a", "player_b"]).sort_index()
     for column in columns:
         scale = _pp if column["metric"] == "top1" else _raw
         rows = indexed.loc[column["metric"], column["class"]].reindex(pairs)
