@@ -44,13 +44,15 @@ def test_shapley_view_embeds_the_stored_values(shap: Path, tmp_path: Path) -> No
     assert view["sampling"] == "plain" and view["seed"] == 0
     stored = pd.read_csv(shap / "shapley.csv")
     columns = {(c["metric"], c["class"]): c for c in view["columns"]}
-    assert len(columns) == len(run.class_names) + 1 and view["columns"][0]["class"] == -1  # overall first
+    assert len(columns) == len(run.class_names) + 2 and view["columns"][0]["class"] == -1  # overall top-1 first, the loss last
+    assert view["columns"][-1]["metric"] == "loss" and view["columns"][-1]["unit"] == "nats"
     for (metric, cls), rows in stored.groupby(["metric", "class"]):
         rows = rows.set_index("player").loc[view["players"]]
         col = columns[metric, cls]
-        assert col["unit"] == "pp"
+        scale, digits = (100, 1e-4) if metric == "top1" else (1, 1e-6)
+        assert col["unit"] == ("pp" if metric == "top1" else "nats")
         for field in ("value", "se", "single"):
-            assert col[field] == pytest.approx(100 * rows[field].to_numpy(), abs=1e-4), (metric, cls, field)
+            assert col[field] == pytest.approx(scale * rows[field].to_numpy(), abs=digits), (metric, cls, field)
     # the leave-one-out effects are the run's single lesions; the values are not all equal to them (a sampled estimate)
     top1 = run.table("top1")
     overall = columns["top1", -1]
@@ -82,6 +84,20 @@ def test_shapley_view_refuses_a_table_of_another_run(shap: Path, tmp_path: Path)
     (copy / "shapley.csv").unlink()  # the library alone stores no values: the view says where they come from
     view = _data_block(write_report(copy).read_text(encoding="utf-8"))["shapley"][0]
     assert not view["ok"] and "No stored Shapley values" in view["notes"][0]
+
+
+def test_exact_shapley_view(tmp_path: Path) -> None:
+    from lesion.search import shapley
+    from lesion.testing import toy_data, toy_network
+
+    out = tmp_path / "exact"
+    shapley(toy_network(), toy_data(), "hidden", out, exact=True).values.to_csv(out / "shapley.csv", index=False)
+    html = write_report(out).read_text(encoding="utf-8")
+    view = _data_block(html)["shapley"][0]
+    assert view["exact"] and view["permutations"] == 0 and view["achieved_se"] == 0
+    # the hand-worked values of tests/unit/test_shapley.py: 4/14, 2/14, 2/14, 3/14, -1/14 of overall top-1
+    assert view["columns"][0]["value"] == pytest.approx([100 * v / 14 for v in (4, 2, 2, 3, -1)], abs=1e-4)
+    assert "exact (every coalition)" in html and "--tolerance" not in html
 
 
 def test_improve_view_embeds_the_stored_effects(imp: Path, tmp_path: Path) -> None:
@@ -135,6 +151,10 @@ def test_improve_population_and_a_table_of_other_runs(imp: Path, tmp_path: Path)
     assert set(views) == {"net0", "net1"} and len(data["runs"]) == 4
     assert views["net0"]["ok"] and views["net0"]["objective"] == "overall"
     assert not views["net1"]["ok"] and "test change differs" in views["net1"]["notes"][0]
+    shutil.copytree(out / "net0", out / "net2")
+    pd.concat([classes.assign(network=n, lesion="hidden:4", objective="overall") for n in ("net0", "net1", "net2")]).to_csv(out / "improve.csv", index=False)
+    html = write_report(out).read_text(encoding="utf-8")
+    assert re.search(r"Over the 2 networks of this folder: validation gains that held on test in\s*<b[^>]*>0 of 2</b>", html)
 
 
 def test_study_with_shapley_and_improve_gets_both_views(tmp_path: Path) -> None:

@@ -158,8 +158,12 @@ def _context(
                      for folder in improves]
     data = {"runs": payloads, "study": study is not None, "sprites": {s["id"]: s["payload"] for s in sprite_data},
             "shapley": shapleys, "improve": improve_views}
+    shown = [v for v in improve_views if v["ok"]]
+    population = None
+    if len(shown) > 1:  # `lesion improve`'s OUT: how often the validation gains held, over every network
+        population = {"networks": len(shown), "held": sum(v["held"][0] for v in shown), "gains": sum(v["held"][1] for v in shown)}
     return {"runs": runs, "study": study_context, "sprites": sprite_data, "data": data,
-            "shapleys": shapleys, "improves": improve_views}
+            "shapleys": shapleys, "improves": improve_views, "population": population}
 
 
 def _config(run_dir: Path) -> dict[str, Any]:
