@@ -81,6 +81,9 @@ def test_shapley_view_refuses_a_table_of_another_run(shap: Path, tmp_path: Path)
     view = _data_block(write_report(copy).read_text(encoding="utf-8"))["shapley"][0]
     assert not view["ok"] and view["columns"] == []
     assert "leave-one-out effects differ" in view["notes"][0]
+    stored.drop(columns="se").to_csv(copy / "shapley.csv", index=False)
+    view = _data_block(write_report(copy).read_text(encoding="utf-8"))["shapley"][0]
+    assert not view["ok"] and "lacks the columns ['se']" in view["notes"][0]
     (copy / "shapley.csv").unlink()  # the library alone stores no values: the view says where they come from
     view = _data_block(write_report(copy).read_text(encoding="utf-8"))["shapley"][0]
     assert not view["ok"] and "No stored Shapley values" in view["notes"][0]

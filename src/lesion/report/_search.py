@@ -24,6 +24,11 @@ from lesion.store import DB_NAME, Run
 AGREE = 1e-9
 VALIDATION = "validation"
 TEST = "test"
+#: Columns the views read from `lesion shapley`'s and `lesion improve`'s tables.
+SHAPLEY_COLUMNS = ("player", "class", "class_name", "metric", "value", "se", "single")
+INTERACTION_COLUMNS = ("player_a", "player_b", "class", "metric", "value", "se", "pair")
+IMPROVE_COLUMNS = ("class", "class_name", "val_intact", "val_lesion", "val_change", "test_intact", "test_lesion",
+                   "test_change", "lost", "gained", "p", "q", "held")
 
 
 def _pp(values: Any, digits: int = 4) -> list[float | None]:
@@ -119,12 +124,20 @@ def shapley_payload(run: Run, label: str, run_index: int, study: Path | None = N
     payload["ok"] = True
     inter_file = _first(run.path / "interactions.csv", _study_table(study, "shapley-interactions"))
     if inter_file is not None:
-        payload["pairs"] = _pairs_payload(pd.read_csv(inter_file), payload["columns"])
+        inter = pd.read_csv(inter_file)
+        missing = [c for c in INTERACTION_COLUMNS if c not in inter]
+        if missing or not set(inter["player_a"]) | set(inter["player_b"]) <= set(players):
+            payload["notes"].append(f"{inter_file.name} is not shown: " + (f"it lacks the columns {missing}." if missing else "its pairs are not of the run's players."))
+        else:
+            payload["pairs"] = _pairs_payload(inter, payload["columns"])
     return payload
 
 
 def _check_shapley(run: Run, values: pd.DataFrame, players: list[str]) -> str:
     """Why the stored table does not belong to ``run`` ("" when it does): players and leave-one-out effects."""
+    missing = [c for c in SHAPLEY_COLUMNS if c not in values]
+    if missing:
+        return f"it lacks the columns {missing}"
     if sorted(set(values["player"])) != sorted(players):
         return f"its players ({len(set(values['player']))}) are not the run's ({len(players)})"
     top1 = run.table("top1")
@@ -267,6 +280,9 @@ def _improve_tables(folder: Path, study: Path | None) -> tuple[Path | None, Path
 def _check_improve(folder: Path, classes: pd.DataFrame, chosen: str, val_keys: set[str], val_run: Run) -> str:
     """Why the stored table does not belong to ``folder``'s runs ("" when it does): the overall validation
     and test changes recomputed from the runs' per-sample outcomes."""
+    missing = [c for c in IMPROVE_COLUMNS if c not in classes]
+    if missing:
+        return f"it lacks the columns {missing}"
     overall = classes[classes["class"] == -1]
     if len(overall) != 1:
         return "it has no overall row (class -1)"
