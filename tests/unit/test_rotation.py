@@ -118,7 +118,6 @@ def test_a_layer_inside_a_nested_sequential_rotates_exactly(layer: str, followin
     with torch.no_grad():
         assert torch.allclose(rotated.model(x), model(x), atol=1e-12, rtol=0)
     # Lesioning every rotated direction removes the whole representation, like lesioning every unit of the activation.
-    parent, _, child = layer.rpartition(".")
     activation = {"features.0": "features.3", "features.22": "features.24", "classifier.0": "classifier.2", "classifier.3": "classifier.5"}[layer]
     n = len(rotated.q)
     with torch.no_grad(), lesion.lesioned(rotated.model, lesion.Lesion(((rotated.layer, tuple(range(n))),))):
@@ -130,11 +129,11 @@ def test_a_layer_inside_a_nested_sequential_rotates_exactly(layer: str, followin
 
 def test_nested_refusals() -> None:
     model = _vgg()
-    with pytest.raises(LesionError, match="no Linear/Conv follows layer 'features.25' in 'features'"):
+    with pytest.raises(LesionError, match=r"no Linear/Conv follows layer 'features\.25' in 'features'"):
         rotate(model, "features.25")
-    with pytest.raises(LesionError, match="unknown layer of 'features' 'features.99'"):
+    with pytest.raises(LesionError, match=r"unknown layer of 'features' 'features\.99'"):
         rotate(model, "features.99")
     with pytest.raises(LesionError, match="model has no module 'feature'"):
         rotate(model, "feature.0")
-    with pytest.raises(LesionError, match="model must be an nn.Sequential for a top-level layer"):
+    with pytest.raises(LesionError, match=r"model must be an nn\.Sequential for a top-level layer"):
         rotate(model, "avgpool")

@@ -35,15 +35,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
 from lesion._errors import LesionError, check_int, closest
 from lesion.data import Dataset, load_dataset
+from lesion.models._vgg import vgg_conv_layers
 from lesion.rotation import rotate
 from lesion.studies._engine import EngineConfig
 from lesion.studies._study import StudyDir, StudyResult
-from lesion.models._vgg import vgg_conv_layers
 from lesion.studies._variants import (
     ARCHITECTURES,
     VARIANTS,
@@ -71,7 +72,7 @@ DATASETS = ("fashion-mnist", "mnist", "digits")
 SIZES: dict[str, dict[str, Any]] = {
     "default": {"train_samples": 5_000, "eval_samples": 2_000, "architectures": ("cnn", "vgg"),
                 "cnn": {"width": 16, "hidden": 64, "epochs": 8, "seeds": (0, 1, 2), "rotate": ("conv3", "fc1")},
-                "vgg": {"width_divisor": 8, "classifier_width": 64, "epochs": 8, "seeds": (0, 1), "rotate": ("conv7", "fc1")}},
+                "vgg": {"width_divisor": 8, "classifier_width": 64, "epochs": 16, "seeds": (0, 1, 2), "rotate": ("conv7", "fc1")}},
     "small": {"train_samples": 2_000, "eval_samples": 500, "architectures": ("cnn",),
               "cnn": {"width": 8, "hidden": 32, "epochs": 5, "seeds": (0, 1), "rotate": ("fc1",)},
               "vgg": {"width_divisor": 16, "classifier_width": 32, "epochs": 5, "seeds": (0, 1), "rotate": ("conv7", "fc1")}},
@@ -261,7 +262,7 @@ def _unit_basis(
     table = run.table("top1")
     with study.stage("attributes"):
         means = activation_class_means(model, data.test, {layer: act for layer, (_, act) in points.items()})
-    weights = {layer: model.get_submodule(module).weight.detach() for layer, module in modules.items()}
+    weights = {layer: _weight(model, module) for layer, module in modules.items()}
     drops = class_drops(table, plan.info["units"], data.class_names)
     units = analysis.unit_table(drops, means, weights, data.class_names)
     pairs = analysis.pair_table(units, means, data.class_names)
@@ -294,8 +295,15 @@ def _rotated_basis(
 
 
 def _width(model: torch.nn.Module, layer: str) -> int:
-    module = model.get_submodule(layer)
-    return int(module.out_features if isinstance(module, torch.nn.Linear) else module.out_channels)
+    return int(_weight(model, layer).shape[0])
+
+
+def _weight(model: torch.nn.Module, layer: str) -> np.ndarray:
+    """The incoming weights of a Linear/Conv layer, (units, ...)."""
+    weight = model.get_submodule(layer).weight
+    if not isinstance(weight, torch.Tensor):
+        raise LesionError(f"layer {layer!r} has no weight tensor")
+    return weight.detach().numpy()
 
 
 def _tag(frame: pd.DataFrame, network: Network, architecture: str, basis: str) -> pd.DataFrame:
