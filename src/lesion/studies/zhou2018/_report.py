@@ -47,7 +47,7 @@ def figures(study: StudyDir, units: pd.DataFrame, predictors: pd.DataFrame, conf
     study.save_figure("fig1-selectivity-vs-drop", fig, title="Selectivity as a predictor of importance")
 
     columns = max(len(settings["layers"]) for settings in architectures.values())
-    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 3.5 * rows), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 3.5 * rows), sharey=True, squeeze=False)
     for r, (architecture, settings) in enumerate(architectures.items()):
         for c, ax in enumerate(axes[r]):
             if c >= len(settings["layers"]):
@@ -151,6 +151,9 @@ def summary(
         "Mann–Whitney over units; `damaged` is the share of units dropping some class by more than "
         f"{DAMAGE_PP:g} pp; `csi` of a rotated direction is that of its magnitude |z|, since it takes both signs):",
         "",
+        *(["The VGG's rotated conv is conv7, not its last conv8 as in the CNN: the layer that would take Qᵀ after conv8 is "
+           "`classifier.0`, outside `features`, where the rotation is not built; conv7's rotation (after its batch norm and "
+           "ReLU, before conv8) is exact like every other.", ""] if "vgg" in config["architectures"] else []),
         markdown_table(rotation_tests, digits=3),
         "",
         *figures_and_timings(CAPTIONS, timings),
