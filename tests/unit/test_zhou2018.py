@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from typer.testing import CliRunner
 
 import lesion
 from fixtures.hand_selectivity import (
@@ -18,6 +19,7 @@ from fixtures.hand_selectivity import (
 )
 from fixtures.regression import fake_mnist_family
 from lesion import LesionError
+from lesion.cli import app
 from lesion.models import load_checkpoint, load_model
 from lesion.rotation import rotate
 from lesion.studies import STUDIES
@@ -105,6 +107,12 @@ def test_tiny_vgg_study_end_to_end(tmp_path) -> None:
     # A tiny VGG-11 (widths / 16: 4, 8, 16, 16, 32, 32, 32, 32; classifier 32) in its plain and bn variants on 28 px
     # class-coded images, trained a few batches; the CNN beside it so the tables compare the two.
     root = fake_mnist_family(tmp_path / "data", "fashion-mnist", n_test=60, n_train=128)
+    args = ["reproduce", "zhou2018", "--small", "--dataset", "fashion-mnist", "--data-dir", str(root), "--variant", "plain",
+            "--variant", "bn", "--architecture", "cnn", "--architecture", "vgg", "--seeds", "0", "--epochs", "1",
+            "--out", str(tmp_path / "z")]
+    cli = CliRunner().invoke(app, args)
+    assert cli.exit_code == 0, cli.output
+    # The same settings through the API claim the same directory and read everything back.
     result = run_zhou2018(tmp_path / "z", dataset="fashion-mnist", data_dir=root, size="small", variants=("plain", "bn"),
                           architectures=("cnn", "vgg"), seeds=(0,), epochs=1)
     vgg = result.config["architectures"]["vgg"]
@@ -142,10 +150,7 @@ def test_tiny_vgg_study_end_to_end(tmp_path) -> None:
 def test_selectivity_of_rotated_directions_is_that_of_their_magnitude() -> None:
     # Rotating by the permutation-with-sign Q = [[0, -1, 0], [1, 0, 0], [0, 0, 1]]: z = (-h1, h0, h2).
     # |z| has the class means of h1, h0, h2, so its selectivity is CSI permuted: [0.5, 1, 1].
-    import torch
-
     from lesion.attributes import selectivity
-    from lesion.rotation import rotate
 
     q = torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]], dtype=torch.float64)
     rotated = rotate(hand_network(), "hidden", q=q)
