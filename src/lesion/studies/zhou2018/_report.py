@@ -168,7 +168,8 @@ def _describe(architecture: str, settings: Mapping[str, Any]) -> str:
     else:
         network = (f"VGG-11 at 28 px (`vgg11`/`vgg11_bn`, conv widths / {settings['width_divisor']}, classifier width "
                    f"{settings['classifier_width']}; dropout only in the dropout variants)")
-    return (f"`{architecture}`: {network}, {settings['epochs']} epochs, seeds {settings['seeds']}, layers "
+    epochs = f"{settings['epochs']} epoch{'' if settings['epochs'] == 1 else 's'}"
+    return (f"`{architecture}`: {network}, {epochs}, seeds {settings['seeds']}, layers "
             f"{', '.join(settings['layers'])}, rotated {', '.join(settings['rotate'])}")
 
 
