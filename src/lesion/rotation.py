@@ -7,7 +7,8 @@ computed ``W h``, takes ``W Qᵀ`` so that it computes ``W Qᵀ z = W h``. The n
 unchanged (up to float rounding), and the rotated directions ``z_j = q_j · h`` are the units of the
 new layer, which the engine lesions like any other: zeroing ``z_j`` removes the direction ``q_j``
 from ``h``. For a convolution ``Q`` acts on the channels at every position (a 1×1 convolution)
-and the next layer's input-channel axis takes ``Qᵀ`` (through a Flatten as well).
+and the next layer's input-channel axis takes ``Qᵀ`` (through a Flatten as well). The layer may sit
+in a nested ``nn.Sequential`` (``features.3`` of a VGG) when the next Linear/Conv is in the same one.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ class Rotated:
 
     Attributes
     ----------
-    model : nn.Sequential
-        The copy, in eval mode, with the rotation layer inserted.
+    model : nn.Module
+        The copy, in eval mode, with the rotation layer inserted (in the rotated layer's container).
     layer : str
-        The rotated layer's name (``<original>_rotated``): a Linear (n, n) or a 1×1 convolution
+        The rotated layer's name (``<original>_rotated``, e.g. ``features.3_rotated``): a Linear (n, n) or a 1×1 convolution
         (C, C), lesionable; its unit ``j`` is the direction ``q[j]``.
     q : Tensor of shape (n, n), float64
         The orthogonal matrix; row ``j`` is direction ``j`` in the original units' coordinates.
@@ -44,7 +45,7 @@ class Rotated:
         The Linear/Conv whose weights took ``Qᵀ``.
     """
 
-    model: nn.Sequential
+    model: nn.Module
     layer: str
     q: torch.Tensor
     next_layer: str
@@ -57,16 +58,18 @@ def random_orthogonal(n: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(ortho_group.rvs(n, random_state=np.random.default_rng(seed)))
 
 
-def rotate(model: nn.Sequential, layer: str, *, seed: int = 0, q: torch.Tensor | None = None) -> Rotated:
+def rotate(model: nn.Module, layer: str, *, seed: int = 0, q: torch.Tensor | None = None) -> Rotated:
     """A copy of ``model`` whose representation after ``layer`` is rotated by ``q``; same predictions.
 
     Parameters
     ----------
-    model : nn.Sequential
+    model : nn.Module
         Not modified. Modules between ``layer`` and the next Linear/Conv must act on each unit
         separately (ReLU, pooling, batch norm, dropout); a Flatten may precede the next layer.
     layer : str
-        A top-level Linear or Conv module of ``model`` (``fc1``, ``conv2``) that another follows.
+        A Linear or Conv child of ``model`` (an ``nn.Sequential``: ``fc1``, ``conv2``), or of an
+        ``nn.Sequential`` inside it (``features.3``, ``classifier.0``), that another child of
+        the same Sequential follows.
     seed : int, default=0
         Draws ``q`` with :func:`random_orthogonal` unless ``q`` is given.
     q : Tensor of shape (n, n), optional
@@ -76,36 +79,61 @@ def rotate(model: nn.Sequential, layer: str, *, seed: int = 0, q: torch.Tensor |
     -------
     Rotated
     """
-    if not isinstance(model, nn.Sequential):
-        raise LesionError(f"rotate: model must be an nn.Sequential, got {type(model).__name__}")
-    names = [name for name, _ in model.named_children()]
-    if layer not in names:
-        raise LesionError(f"rotate: unknown top-level layer {layer!r}{closest(layer, names)}")
-    source = getattr(model, layer)
+    parent, _, child = layer.rpartition(".")
+    container = _container(model, parent, layer)
+    names = [name for name, _ in container.named_children()]
+    if child not in names:
+        where = f"layer of {parent!r}" if parent else "top-level layer"
+        raise LesionError(f"rotate: unknown {where} {layer!r}{closest(child, names)}")
+    source = getattr(container, child)
     if not isinstance(source, _WEIGHTED):
         raise LesionError(f"rotate: layer {layer!r} must be a Linear or Conv, got {type(source).__name__}")
     n = source.out_features if isinstance(source, nn.Linear) else source.out_channels
-    position = names.index(layer)
+    position = names.index(child)
     after = names[position + 1:]
-    following = next((name for name in after if isinstance(getattr(model, name), _WEIGHTED)), None)
+    following = next((name for name in after if isinstance(getattr(container, name), _WEIGHTED)), None)
     if following is None:
-        raise LesionError(f"rotate: no Linear/Conv follows layer {layer!r}, so nothing can undo the rotation")
+        scope = f" in {parent!r}" if parent else ""
+        raise LesionError(f"rotate: no Linear/Conv follows layer {layer!r}{scope}, so nothing can undo the rotation")
     between = after[: after.index(following)]
-    insert_at = next((name for name in between if isinstance(getattr(model, name), nn.Flatten)), following)
+    insert_at = next((name for name in between if isinstance(getattr(container, name), nn.Flatten)), following)
     q = random_orthogonal(n, seed) if q is None else q.detach().to("cpu", torch.float64)
     if q.shape != (n, n) or not torch.allclose(q @ q.T, torch.eye(n, dtype=torch.float64), atol=1e-6):
         raise LesionError(f"rotate: q must be an orthogonal ({n}, {n}) matrix, got shape {tuple(q.shape)}")
     new = copy.deepcopy(model).eval()
-    weight = getattr(new, following).weight
+    new_container = new.get_submodule(parent)
+    weight = getattr(new_container, following).weight
     rotation = _rotation_module(source, q, weight.dtype)
     with torch.no_grad():
-        weight.copy_(_undo(weight, q, isinstance(getattr(new, following), _CONVS)))
+        weight.copy_(_undo(weight, q, isinstance(getattr(new_container, following), _CONVS)))
     children = []
-    for name, module in new.named_children():
+    for name, module in new_container.named_children():
         if name == insert_at:
-            children.append((f"{layer}_rotated", rotation))
+            children.append((f"{child}_rotated", rotation))
         children.append((name, module))
-    return Rotated(nn.Sequential(OrderedDict(children)).eval(), f"{layer}_rotated", q, following)
+    rotated = nn.Sequential(OrderedDict(children))
+    if parent:
+        new.set_submodule(parent, rotated)
+    else:
+        new = rotated
+    prefix = f"{parent}." if parent else ""
+    return Rotated(new.eval(), f"{layer}_rotated", q, f"{prefix}{following}")
+
+
+def _container(model: nn.Module, parent: str, layer: str) -> nn.Sequential:
+    """The ``nn.Sequential`` holding ``layer`` (``model`` itself when ``parent`` is empty)."""
+    if not parent:
+        if not isinstance(model, nn.Sequential):
+            raise LesionError(f"rotate: model must be an nn.Sequential for a top-level layer, got {type(model).__name__}")
+        return model
+    try:
+        container = model.get_submodule(parent)
+    except AttributeError:
+        names = [name for name, _ in model.named_modules() if name]
+        raise LesionError(f"rotate: layer {layer!r}: model has no module {parent!r}{closest(parent, names)}") from None
+    if not isinstance(container, nn.Sequential):
+        raise LesionError(f"rotate: layer {layer!r} must sit in an nn.Sequential, but {parent!r} is a {type(container).__name__}")
+    return container
 
 
 def _rotation_module(source: nn.Module, q: torch.Tensor, dtype: torch.dtype) -> nn.Module:

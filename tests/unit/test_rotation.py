@@ -92,3 +92,48 @@ def test_refusals() -> None:
         rotate(model, "relu")
     with pytest.raises(LesionError, match=r"q must be an orthogonal \(5, 5\) matrix"):
         rotate(model, "hidden", q=2 * torch.eye(5))
+
+
+def _vgg() -> torch.nn.Module:
+    model = build_model("vgg11_bn", width_divisor=16, classifier_width=12, image_size=28, in_channels=1, n_classes=10, dropout=0.5)
+    with torch.no_grad():  # batch-norm statistics away from the identity, so they matter
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-1, 1)
+                module.running_var.uniform_(0.5, 2)
+                module.weight.uniform_(0.5, 2)
+    return model.eval()
+
+
+@pytest.mark.parametrize(("layer", "following"), [("features.0", "features.4"), ("features.22", "features.25"),
+                                                  ("classifier.0", "classifier.3"), ("classifier.3", "classifier.6")])
+def test_a_layer_inside_a_nested_sequential_rotates_exactly(layer: str, following: str) -> None:
+    # VGG-11 with batch norm: conv -> BN -> ReLU (-> pool) -> Q -> next conv; Linear -> ReLU -> dropout -> Q -> Linear.
+    model, x = _vgg().double(), torch.randn(8, 1, 28, 28, dtype=torch.float64)
+    before = _bytes(model)
+    rotated = rotate(model, layer, seed=1)
+    assert _bytes(model) == before and rotated.layer == f"{layer}_rotated" and rotated.next_layer == following
+    assert rotated.layer in {info.name for info in lesion.layers(rotated.model)}
+    assert not torch.allclose(rotated.q.abs(), torch.eye(len(rotated.q), dtype=torch.float64))
+    with torch.no_grad():
+        assert torch.allclose(rotated.model(x), model(x), atol=1e-12, rtol=0)
+    # Lesioning every rotated direction removes the whole representation, like lesioning every unit of the activation.
+    activation = {"features.0": "features.3", "features.22": "features.24", "classifier.0": "classifier.2", "classifier.3": "classifier.5"}[layer]
+    n = len(rotated.q)
+    with torch.no_grad(), lesion.lesioned(rotated.model, lesion.Lesion(((rotated.layer, tuple(range(n))),))):
+        all_directions = rotated.model(x)
+    with torch.no_grad(), lesion.lesioned(model, lesion.Lesion(((activation, tuple(range(n))),))):
+        all_units = model(x)
+    assert torch.allclose(all_directions, all_units, atol=1e-12, rtol=0)
+
+
+def test_nested_refusals() -> None:
+    model = _vgg()
+    with pytest.raises(LesionError, match=r"no Linear/Conv follows layer 'features\.25' in 'features'"):
+        rotate(model, "features.25")
+    with pytest.raises(LesionError, match=r"unknown layer of 'features' 'features\.99'"):
+        rotate(model, "features.99")
+    with pytest.raises(LesionError, match="model has no module 'feature'"):
+        rotate(model, "feature.0")
+    with pytest.raises(LesionError, match=r"model must be an nn\.Sequential for a top-level layer"):
+        rotate(model, "avgpool")

@@ -36,7 +36,29 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "dropout": {"dropout": 0.5},
     "bn+dropout": {"batch_norm": True, "dropout": 0.5},
 }
+#: Architectures of the variant studies: the 2020 CNN, and VGG-11 (``vgg11``/``vgg11_bn``, torchvision keys).
+ARCHITECTURES = ("cnn", "vgg")
 _WEIGHTED = (nn.Linear, nn.Conv2d)
+
+
+def variant_model(architecture: str, variant: str, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+    """Zoo name and factory arguments of ``architecture`` in training ``variant``.
+
+    The CNN takes the variant's ``batch_norm``/``dropout`` as arguments; the VGG is ``vgg11_bn``
+    with batch norm, else ``vgg11``, with the variant's classifier dropout (0 without dropout:
+    the zoo VGG's own default is 0.5). ``kwargs``: the other factory arguments (sizes).
+
+    >>> variant_model("vgg", "bn", width_divisor=8)
+    ('vgg11_bn', {'width_divisor': 8, 'dropout': 0.0})
+    """
+    if architecture not in ARCHITECTURES:
+        raise LesionError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+    if variant not in VARIANTS:
+        raise LesionError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+    if architecture == "cnn":
+        return "meyes2020-cnn", {**kwargs, **VARIANTS[variant]}
+    settings = VARIANTS[variant]
+    return ("vgg11_bn" if settings.get("batch_norm") else "vgg11"), {**kwargs, "dropout": float(settings.get("dropout", 0.0))}
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
@@ -57,14 +79,15 @@ def train_networks(
 ) -> list[Network]:
     """Train (or read back from ``networks/NAME.pt``) one network per spec, timed as stage ``train``.
 
-    Each spec holds ``name``, ``variant``, ``seed``, ``model``, ``model_kwargs`` and the keyword
+    Each spec holds ``name``, ``variant``, ``seed``, ``model``, ``model_kwargs`` (optionally
+    ``architecture``, not passed on) and the keyword
     arguments of :func:`lesion.train.train_model` (``epochs``, ``lr``, ``momentum``,
     ``batch_size``, ``optimizer``, ``label_noise``, ``label_noise_seed``).
     """
     networks = []
     for spec in specs:
         path = Path("networks") / f"{spec['name']}.pt"
-        arguments = {k: v for k, v in spec.items() if k not in ("name", "variant", "model")}
+        arguments = {k: v for k, v in spec.items() if k not in ("name", "variant", "model", "architecture")}
 
         def fit(spec: Mapping[str, Any] = spec, arguments: dict[str, Any] = arguments) -> dict[str, Any]:
             return train_model(spec["model"], dataset, progress=progress, eval_every_epoch=False, **arguments)
@@ -79,25 +102,40 @@ def train_networks(
     return networks
 
 
-def unit_points(model: nn.Sequential, layers: Sequence[str]) -> dict[str, tuple[str, str]]:
+def unit_points(model: nn.Module, layers: Sequence[str]) -> dict[str, tuple[str, str]]:
     """For each hidden layer: (lesion point, activation point), module names of ``model``.
+
+    A layer is a child of ``model`` (an ``nn.Sequential``) or of an ``nn.Sequential`` inside it
+    (``features.3``); there the container's end also closes the layer's modules (a VGG's last
+    conv block ends ``features``).
 
     >>> from lesion.models import build_model
     >>> unit_points(build_model("meyes2020-cnn", width=4, hidden=8, batch_norm=True), ["conv1", "fc2"])
     {'conv1': ('bn1', 'pool1'), 'fc2': ('bn5', 'relu5')}
+    >>> unit_points(build_model("vgg11_bn", width_divisor=64, classifier_width=8, image_size=28), ["features.25", "classifier.0"])
+    {'features.25': ('features.26', 'features.28'), 'classifier.0': ('classifier.0', 'classifier.2')}
     """
-    names = [name for name, _ in model.named_children()]
     points = {}
     for layer in layers:
-        if layer not in names:
-            raise LesionError(f"unknown layer {layer!r}; the network has {names}")
-        after = names[names.index(layer) + 1:]
-        stop = next((i for i, n in enumerate(after) if isinstance(getattr(model, n), (*_WEIGHTED, nn.Flatten))), None)
+        parent, _, child = layer.rpartition(".")
+        try:
+            container = model.get_submodule(parent)
+        except AttributeError:
+            raise LesionError(f"unknown layer {layer!r}: the network has no module {parent!r}") from None
+        if not isinstance(container, nn.Sequential):
+            raise LesionError(f"layer {layer!r}: expected a child of an nn.Sequential (the model or one inside it)")
+        names = [name for name, _ in container.named_children()]
+        if child not in names:
+            raise LesionError(f"unknown layer {layer!r}; the network has {[f'{parent}.{n}' if parent else n for n in names]}")
+        after = names[names.index(child) + 1:]
+        stop = next((i for i, n in enumerate(after) if isinstance(getattr(container, n), (*_WEIGHTED, nn.Flatten))), None)
+        stop = len(after) if stop is None and parent else stop
         if stop is None or stop == 0:
             raise LesionError(f"layer {layer!r} has no unit-wise module (ReLU) after it before the next layer")
         between = after[:stop]
-        lesion_point = between[0] if isinstance(getattr(model, between[0]), _BN) else layer
-        points[layer] = (lesion_point, between[-1])
+        prefix = f"{parent}." if parent else ""
+        lesion_point = between[0] if isinstance(getattr(container, between[0]), _BN) else child
+        points[layer] = (prefix + lesion_point, prefix + between[-1])
     return points
 
 

@@ -78,8 +78,8 @@ def pair_table(units: pd.DataFrame, means: Mapping[str, tuple[np.ndarray, np.nda
 def predictors(units: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     """Correlations (with 95 % CIs) of each attribute with overall and class-specific drops.
 
-    Per variant and layer (units of all seeds pooled) and per variant over all layers (``layer``
-    = ``all``). Targets: ``overall``, ``preferred_class_drop`` (the unit's most selective class),
+    Per architecture, variant and layer (units of all seeds pooled) and per architecture and
+    variant over all layers (``layer`` = ``all``). Targets: ``overall``, ``preferred_class_drop`` (the unit's most selective class),
     ``max_class_drop``, and over (unit, class) pairs ``class_drop`` against ``class_selectivity``
     (and ``l1``).
     """
@@ -87,16 +87,16 @@ def predictors(units: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     for frame in (units, units.assign(layer="all")):
         for attribute in ATTRIBUTES:
             for target in ("overall", "preferred_class_drop", "max_class_drop"):
-                tables.append(correlation_table(frame, attribute, target, ["variant", "basis", "layer"]))
+                tables.append(correlation_table(frame, attribute, target, ["architecture", "variant", "basis", "layer"]))
     for frame in (pairs, pairs.assign(layer="all")):
         for attribute in ("class_selectivity", "l1"):
-            tables.append(correlation_table(frame, attribute, "class_drop", ["variant", "basis", "layer"]))
+            tables.append(correlation_table(frame, attribute, "class_drop", ["architecture", "variant", "basis", "layer"]))
     return pd.concat(tables, ignore_index=True)
 
 
 def network_summary(units: pd.DataFrame) -> pd.DataFrame:
     """Per network and basis: units, mean overall drop, mean/max of the largest class drop, units damaging a class."""
-    grouped = units.groupby(["network", "variant", "seed", "basis"], sort=True)
+    grouped = units.groupby(["network", "architecture", "variant", "seed", "basis"], sort=True)
     return grouped.agg(
         units=("unit", "size"),
         mean_overall_drop=("overall", "mean"),
@@ -108,35 +108,40 @@ def network_summary(units: pd.DataFrame) -> pd.DataFrame:
 
 
 def variant_tests(networks: pd.DataFrame, reference: str = "plain") -> pd.DataFrame:
-    """Each variant against ``reference`` across seeds: two-sided Mann–Whitney U per network metric.
+    """Each variant against ``reference`` across seeds, per architecture: two-sided Mann–Whitney U per network metric.
 
-    Rows: variant, metric, reference mean, variant mean, U, p (NaN with fewer than 2 networks a side).
+    Rows: architecture, variant, metric, reference mean, variant mean, U, p (NaN with fewer than
+    2 networks a side; no rows for an architecture without ``reference`` networks).
     """
     metrics = ("mean_overall_drop", "mean_max_class_drop", "damaging_share")
     unit_basis = networks[networks["basis"] == "unit"]
-    base = unit_basis[unit_basis["variant"] == reference]
     rows = []
-    for variant, group in unit_basis.groupby("variant", sort=True):
-        if variant == reference:
+    for architecture, networks_here in unit_basis.groupby("architecture", sort=True):
+        base = networks_here[networks_here["variant"] == reference]
+        if base.empty:
             continue
-        for metric in metrics:
-            a, b = base[metric].to_numpy(float), group[metric].to_numpy(float)
-            u, p = (stats.mannwhitneyu(b, a, alternative="two-sided") if min(len(a), len(b)) >= 2 else (np.nan, np.nan))
-            rows.append({"variant": variant, "metric": metric, "reference": reference, "reference_mean": a.mean(),
-                         "variant_mean": b.mean(), "n_reference": len(a), "n_variant": len(b), "U": float(u), "p": float(p)})
+        for variant, group in networks_here.groupby("variant", sort=True):
+            if variant == reference:
+                continue
+            for metric in metrics:
+                a, b = base[metric].to_numpy(float), group[metric].to_numpy(float)
+                u, p = (stats.mannwhitneyu(b, a, alternative="two-sided") if min(len(a), len(b)) >= 2 else (np.nan, np.nan))
+                rows.append({"architecture": architecture, "variant": variant, "metric": metric, "reference": reference,
+                             "reference_mean": a.mean(), "variant_mean": b.mean(), "n_reference": len(a), "n_variant": len(b),
+                             "U": float(u), "p": float(p)})
     return pd.DataFrame(rows)
 
 
-def rotation_tests(units: pd.DataFrame, rotated_layers: Sequence[str]) -> pd.DataFrame:
-    """Unit basis against rotated basis, per rotated layer and variant.
+def rotation_tests(units: pd.DataFrame, rotated_layers: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+    """Unit basis against rotated basis, per architecture, rotated layer (``rotated_layers[architecture]``) and variant.
 
     Per-network means are compared with a paired Wilcoxon signed-rank test (networks paired), and
     units pooled with a two-sided Mann–Whitney U, for the largest class drop, the damaging share
     and the selectivity index.
     """
     rows = []
-    for layer in rotated_layers:
-        here = units[units["layer"] == layer]
+    for architecture, layer in ((a, layer) for a, layers in rotated_layers.items() for layer in layers):
+        here = units[(units["architecture"] == architecture) & (units["layer"] == layer)]
         for variant, group in here.groupby("variant", sort=True):
             for metric in ("max_class_drop", "csi", "damaged"):
                 values = group.assign(damaged=(group["damaged_classes"] > 0).astype(float))
@@ -145,7 +150,7 @@ def rotation_tests(units: pd.DataFrame, rotated_layers: Sequence[str]) -> pd.Dat
                 paired = per_net.dropna()
                 wilcoxon_p = float(stats.wilcoxon(paired["unit"], paired["rotated"]).pvalue) if len(paired) >= 2 and (paired["unit"] != paired["rotated"]).any() else np.nan
                 rows.append({
-                    "layer": layer, "variant": variant, "metric": metric, "unit_mean": unit.mean(), "rotated_mean": rot.mean(),
+                    "architecture": architecture, "layer": layer, "variant": variant, "metric": metric, "unit_mean": unit.mean(), "rotated_mean": rot.mean(),
                     "networks": len(paired), "wilcoxon_p": wilcoxon_p,
                     "mannwhitney_p": float(stats.mannwhitneyu(unit, rot, alternative="two-sided").pvalue),
                 })
