@@ -201,7 +201,7 @@ def _probe(
 ) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """Cumulative ablation curves and noise curves of one network, on the training and test subsets."""
     model = network.model
-    points = unit_points(model, ABLATED)  # type: ignore[arg-type]
+    points = unit_points(model, ABLATED)
     lesion_points = {layer: p for layer, (p, _) in points.items()}
     include = [p for p in lesion_points.values() if p not in ABLATED]
     train = _trained_on(data.train, network)  # type: ignore[arg-type]
