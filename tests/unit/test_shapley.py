@@ -99,6 +99,27 @@ def test_tolerance_stops_early(tmp_path):
     assert (result.values.query("`class` == -1")["se"] < 0.02).all()
 
 
+def test_many_coalitions_per_pass_give_the_values_of_one_engine_call_each(tmp_path):
+    """The default path (coalitions of one layer many per pass) against engine="reference" (one full forward
+    per coalition, through lesion.evaluate): the same counts, so the same values; the loss to rounding."""
+    import torch
+
+    from lesion.data import digits
+    from lesion.engine import EngineOptions
+    from lesion.models import meyes2019_mlp
+
+    torch.manual_seed(0)
+    model, data = meyes2019_mlp(in_features=64).eval(), digits().test.head(150)
+    common = dict(permutations=6, seed=3, sampling="antithetic", pairs=[("fc1:0@mean", "fc1:1@mean")], loss=True, method="mean")
+    together = shapley(model, data, "fc1:0-5", tmp_path / "a", options=EngineOptions(batch_size=32, memory=50_000), **common)
+    one_each = shapley(model, data, "fc1:0-5", tmp_path / "b", options=EngineOptions(engine="reference", batch_size=64), **common)
+    for got, want in ((together.values, one_each.values), (together.interactions, one_each.interactions)):
+        top1 = got["metric"] == "top1"
+        assert (got[top1]["value"].to_numpy() == want[top1]["value"].to_numpy()).all()
+        assert got[~top1]["value"].to_numpy() == pytest.approx(want[~top1]["value"].to_numpy(), abs=1e-6)
+    assert together.table()["value"].abs().sum() > 0
+
+
 def test_chain_coalitions_match_the_reference_path():
     model, data = toy_network(), toy_data()
     players = players_of(model, "hidden")
@@ -181,11 +202,17 @@ def test_study_file_runs_shapley_and_improve(tmp_path):
         "model": {"name": "meyes2019-mlp", "args": {"in_features": 64}, "train": {"epochs": 2, "lr": 0.05, "batch_size": 32}},
         "data": {"name": "digits", "limit": 120},
         "plans": [{"kind": "single", "layers": "fc2:0-3"}],
+        "engine": {"batch_size": 7, "memory": "64k"},
         "analyses": {
             "shapley": {"layers": "fc2:0-3", "exact": True, "pairs": ["fc2:0,fc2:1"]},
             "improve": {"layers": "fc2", "max_size": 1},
         },
     }
+    for name in ("shapley", "improve"):  # Ray shards sweeps; these analyses run here: refused before anything runs
+        ray = {**settings, "engine": {"backend": "ray"}, "analyses": {name: settings["analyses"][name]}}
+        with pytest.raises(LesionError, match=rf"analyses\.{name} runs in this process.*backend = 'local'"):
+            lesion.run_study(ray, tmp_path / "ray")
+        assert not (tmp_path / "ray").exists()
     with pytest.raises(LesionError, match=r"analyses\.shapley\.permutatons: unknown key \(closest: 'permutations'\)"):
         lesion.run_study({**settings, "analyses": {"shapley": {"layers": "fc2", "permutatons": 5}}}, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()

@@ -29,8 +29,10 @@ from lesion._progress import progress_bar
 from lesion._sweep import sweep
 from lesion._units import SelectionLike, layers, select
 from lesion.data import Split
-from lesion.engine import eval_mode, evaluate, model_device
+from lesion.engine import EngineOptions, check_model_device, eval_mode, evaluate, model_device
+from lesion.engine._options import engine_options
 from lesion.plans import Plan
+from lesion.search._coalitions import LayerCoalitions
 from lesion.stats._shapley import (
     MAX_EXACT_PLAYERS,
     chain_contributions,
@@ -130,9 +132,7 @@ def shapley(
     pairs: Sequence[tuple[str, str]] = (),
     loss: bool = False,
     model_name: str = "custom",
-    batch_size: int = 256,
-    engine: str = "auto",
-    memory: int | None = None,
+    options: EngineOptions | None = None,
     means: Mapping[str, Tensor] | None = None,
     progress: bool = False,
 ) -> ShapleyResult:
@@ -171,7 +171,11 @@ def shapley(
     loss : bool, default=False
         Also the mean cross-entropy; the run stores top-k predictions only, so the loss of every
         coalition is computed by a full forward pass (the reference path) and kept in the run.
-    model_name, batch_size, engine, memory, means, progress
+    options : EngineOptions, optional
+        Engine settings (device, batch size, memory, autocast...). When every player is units of one
+        layer, the chains' coalitions are evaluated many per pass after that layer
+        (:mod:`lesion.search._coalitions`); else, or with ``engine="reference"``, by :func:`lesion.evaluate`.
+    model_name, means, progress
         As for :func:`lesion.sweep`.
 
     Returns
@@ -203,16 +207,17 @@ def shapley(
     draw = group_size(sampling)
     permutations = -(-permutations // draw) * draw
     min_permutations = max(min_permutations, 2 * draw)
+    options = engine_options(options)
+    check_model_device(model, options)
     if players[0].method == "mean" and means is None:
         names = sorted({name for p in players for name in p.layers})
         with eval_mode(model):
-            means = unit_means(model, names, split.batches(batch_size))
+            means = unit_means(model, names, split.batches(options.batch_size))
     identity = {"players": keys, "exact": exact} if exact else {"players": keys, "seed": seed, "sampling": sampling}
-    evaluate_options = dict(batch_size=batch_size, engine=engine, memory=memory, means=means)
-    sweep_options = dict(model_name=model_name, config={"shapley": identity}, k=1, progress=progress, **evaluate_options)
-    game = _Game(model, split, players, Path(out), loss, {"evaluate": evaluate_options, "progress": progress}, sweep_options)
+    sweep_options = dict(model_name=model_name, config={"shapley": identity}, k=1, progress=progress, options=options, means=means)
+    game = _Game(model, split, players, Path(out), loss, options, means, progress)
     singles = [coalition(players, [i]) for i in range(n)] + [coalition(players, range(n))]
-    game.anchor(singles + [coalition(players, ij) for ij in pair_index])
+    game.anchor(singles + [coalition(players, ij) for ij in pair_index], sweep_options)
 
     if exact:
         return _exact(game, keys, pair_index)
@@ -220,12 +225,11 @@ def shapley(
     while done < permutations:
         stop = min(done + -(-CHUNK // draw) * draw, permutations)
         orders = permutation_orders(n, done, stop, seed, sampling)
-        wanted = [coalition(players, order[:j]) for order in orders for j in range(1, n)]
+        wanted = [tuple(order[:j]) for order in orders for j in range(1, n)]
         for i, j in pair_index:
             for q in interaction_sets(orders, i, j):
-                wanted += [coalition(players, q), coalition(players, [*q, i]), coalition(players, [*q, j])]
-                wanted.append(coalition(players, [*q, i, j]))
-        game.play([les for les in wanted if les.size])
+                wanted += [q, (*q, i), (*q, j), (*q, i, j)]
+        game.play([members for members in wanted if members])
         done = stop
         result = _sampled(game, keys, pair_index, done, seed, sampling)
         if tolerance is not None and done >= min_permutations:
@@ -259,21 +263,25 @@ class _Game:
     """The metrics of coalitions, by lesion key: correct top-1 counts (overall, then per class) and the loss.
 
     The intact network, the single players, all players and the chosen pairs go through
-    :func:`lesion.sweep` (per-sample outcomes kept in the run); the coalitions of the chains through
-    :func:`lesion.evaluate` at top-1, their counts committed to the run's meta once per chunk.
+    :func:`lesion.sweep` (per-sample outcomes kept in the run); the coalitions of the chains many per
+    pass through :class:`~lesion.search._coalitions.LayerCoalitions` where the players are units of one
+    layer, else through :func:`lesion.evaluate` at top-1; their counts are committed to the run's meta
+    once per chunk.
     """
 
-    def __init__(self, model: nn.Module, split: Split, players: list[Lesion], out: Path, loss: bool, options: dict[str, Any], sweep_options: dict[str, Any]) -> None:
+    def __init__(self, model: nn.Module, split: Split, players: list[Lesion], out: Path, loss: bool,
+                 options: EngineOptions, means: Mapping[str, Tensor] | None, progress: bool) -> None:
         self.model, self.split, self.players, self.out, self.loss = model, split, players, out, loss
-        self.options, self.sweep_options = options, sweep_options
+        self.options, self.means, self.progress = options, means, progress
         self.labels = split.labels.numpy()
         self.sizes = np.array([len(self.labels), *np.bincount(self.labels, minlength=split.n_classes)], dtype=np.float64)
         self.counts: dict[str, np.ndarray] = {}
+        self.together = LayerCoalitions.plan(model, split, players, options, means)
 
-    def anchor(self, lesions: list[Lesion]) -> None:
+    def anchor(self, lesions: list[Lesion], sweep_options: dict[str, Any]) -> None:
         """Sweep ``lesions`` and the intact network into the run (creating it), then load the stored chains."""
         unique = tuple({les.key: les for les in lesions}.values())
-        run = sweep(self.model, self.split, Plan("shapley-singles", unique, {"selector": "shapley"}), self.out, **self.sweep_options)
+        run = sweep(self.model, self.split, Plan("shapley-singles", unique, {"selector": "shapley"}), self.out, **sweep_options)
         try:
             for les in [INTACT, *unique]:
                 self.counts[les.key] = self._vector(les, run.correct(les.key)[0])
@@ -282,16 +290,17 @@ class _Game:
         finally:
             run.close()
 
-    def play(self, lesions: list[Lesion]) -> None:
-        """Evaluate the coalitions not yet known (one engine call) and commit their counts as one chunk."""
-        todo = list({les.key: les for les in lesions if les.key not in self.counts}.values())
+    def play(self, coalitions: list[Sequence[int]]) -> None:
+        """Evaluate the coalitions (each the indices of its lesioned players) not yet known and commit
+        their counts as one chunk."""
+        todo: dict[str, tuple[Lesion, Sequence[int]]] = {}
+        for members in coalitions:
+            lesion = coalition(self.players, members)
+            if lesion.key not in self.counts:
+                todo.setdefault(lesion.key, (lesion, members))
         if not todo:
             return
-        new = {}
-        with progress_bar(len(todo), "coalitions", enabled=self.options["progress"]) as advance:
-            for outcome in evaluate(self.model, self.split, todo, k=1, **self.options["evaluate"]):
-                new[outcome.lesion.key] = self._vector(outcome.lesion, outcome.topk[:, 0] == self.labels)
-                advance(1)
+        new = self._together(list(todo.values())) if self.together is not None else self._one_by_one([les for les, _ in todo.values()])
         db = RunDB(self.out)
         try:
             names = db.get_meta("shapley:chunks") or []
@@ -303,11 +312,30 @@ class _Game:
             db.close()
         self.counts.update(new)
 
+    def _together(self, todo: list[tuple[Lesion, Sequence[int]]]) -> dict[str, np.ndarray]:
+        members = np.zeros((len(todo), len(self.players)), dtype=bool)
+        for row, (_, indices) in enumerate(todo):
+            members[row, list(indices)] = True
+        counts, losses = self.together.evaluate(members, self.loss)  # type: ignore[union-attr]
+        new = {}
+        for row, (lesion, _) in enumerate(todo):
+            vector = [counts[row].sum(), *counts[row]]
+            new[lesion.key] = np.array(vector + ([losses[row] / len(self.labels)] if losses is not None else []))
+        return new
+
+    def _one_by_one(self, todo: list[Lesion]) -> dict[str, np.ndarray]:
+        new = {}
+        with progress_bar(len(todo), "coalitions", enabled=self.progress) as advance:
+            for outcome in evaluate(self.model, self.split, todo, k=1, options=self.options, means=self.means):
+                new[outcome.lesion.key] = self._vector(outcome.lesion, outcome.topk[:, 0] == self.labels)
+                advance(1)
+        return new
+
     def _vector(self, lesion: Lesion, correct: np.ndarray) -> np.ndarray:
         per_class = np.bincount(self.labels, weights=correct.astype(np.float64), minlength=self.split.n_classes)
         vector = [float(correct.sum()), *per_class]
         if self.loss:
-            vector.append(cross_entropy(self.model, self.split, lesion, self.options["evaluate"]["batch_size"], self.options["evaluate"]["means"]))
+            vector.append(cross_entropy(self.model, self.split, lesion, self.options.batch_size, self.means))
         return np.array(vector)
 
     def value(self, members: Sequence[int]) -> np.ndarray:
@@ -369,7 +397,7 @@ def _singles(game: _Game, n: int) -> np.ndarray:
 def _exact(game: _Game, keys: list[str], pair_index: list[tuple[int, int]]) -> ShapleyResult:
     n = len(keys)
     subsets = [[i for i in range(n) if mask >> i & 1] for mask in range(2**n)]
-    game.play([les for les in (coalition(game.players, s) for s in subsets) if les.size])
+    game.play([s for s in subsets if s])
     table = np.stack([game.value(s) for s in subsets])
     values = exact_shapley(table)
     inter = [exact_interaction(table, i, j) for i, j in pair_index]

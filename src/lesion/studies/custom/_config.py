@@ -204,6 +204,17 @@ class StudyFile(_Section):
             raise ValueError(f"report.plan must name a plan, one of {names}, got {self.report.plan!r}")
         return self
 
+    @model_validator(mode="after")
+    def _local_analyses(self) -> StudyFile:
+        if self.engine.backend != "local":
+            for name in ("shapley", "improve"):
+                if getattr(self.analyses, name) is not None:
+                    raise ValueError(
+                        f"analyses.{name} runs in this process (engine.backend = {self.engine.backend!r} shards sweeps only): "
+                        f"set engine.backend = 'local' or leave analyses.{name} out"
+                    )
+        return self
+
 
 def plan_name(plan: SinglePlan | PairsPlan | FractionPlan | CumulativePlan) -> str:
     """The plan's name in the run: ``name``, else its kind (``fraction-<select>`` for fractions)."""

@@ -1,0 +1,179 @@
+"""Many coalitions of units of one layer per pass: per-class top-1 counts and loss sums, nothing else.
+
+When every player is a set of units of one layer (method zero or mean), a coalition's lesion only
+replaces some units of that layer's output. The engine's cut (:func:`~lesion.engine._split_graph.make_cut`
+without the incremental update) splits the traced network after the layer's channel-wise chain
+(activation, pooling...): per data batch the intact values at the cut are computed once (and kept
+for the whole split when they fit in :data:`~lesion.engine._fast.CACHE_BYTES`), and per chunk of K
+coalitions the cut value is the intact one with each coalition's units replaced by the chain's image
+of the replacement, ``(K·B, ...)`` rows through the rest of the network. Each row is the very
+computation of one forward with those units lesioned from the cut on (no incremental update, so no
+rounding by cancellation to guard), only batched; top-1 is the engine's
+(:func:`~lesion.engine.topk_and_ties`) and the loss comes from the same logits. Only the counts per
+class and the loss sums leave the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+
+from lesion._errors import LesionError
+from lesion._forward import standard_attention
+from lesion._lesion import Lesion, check_lesions
+from lesion.data import Split
+from lesion.engine import EngineOptions, eval_mode, model_device, topk_and_ties
+from lesion.engine._fast import CACHE_BYTES, default_memory
+from lesion.engine._reference import autocast_context
+from lesion.engine._split_graph import (
+    PROBE_SIZES,
+    Cut,
+    apply_node,
+    make_cut,
+    propagate_shapes,
+    trace,
+    values_module,
+)
+
+
+class LayerCoalitions:
+    """Evaluates coalitions of ``players`` (lesions of units of one layer) many at a time.
+
+    Build with :meth:`plan`, which returns None where this path does not apply (then one engine call
+    per coalition does the work).
+    """
+
+    def __init__(self, model: nn.Module, split: Split, gm: fx.GraphModule, cut: Cut, players: Sequence[Lesion],
+                 fill: Tensor, options: EngineOptions) -> None:
+        self.model, self.split, self.cut, self.fill, self.options = model, split, cut, fill, options
+        self.device = model_device(model)
+        n_units = cut.shape[cut.unit_dim - 1]
+        membership = torch.zeros(len(players), n_units, dtype=torch.float32)
+        for i, player in enumerate(players):
+            membership[i, list(player.units[0][1])] = 1.0
+        self.membership = membership.to(self.device)  # (n players, units of the layer)
+        self.values = values_module(gm, list(cut.carried))
+        self.kept: list[tuple[list[Tensor], Tensor]] | None = None
+        if options.compile:
+            self.cut.suffix = torch.compile(self.cut.suffix, dynamic=True)  # type: ignore[assignment]
+
+    @classmethod
+    def plan(cls, model: nn.Module, split: Split, players: Sequence[Lesion], options: EngineOptions,
+             means: Mapping[str, Tensor] | None) -> LayerCoalitions | None:
+        """The evaluator, or None when the players span several layers, the engine is ``reference``,
+        or the layer's cut does not qualify (`LesionError` instead with ``engine="fast"``)."""
+        layers = {name for player in players for name in player.layers}
+        if options.engine == "reference" or len(layers) != 1 or any(len(p.units) != 1 for p in players):
+            return None
+        layer = layers.pop()
+        unit_dim = check_lesions(model, players)[layer].unit_dim
+        try:
+            gm = trace(model)
+            example = next(split.batches(max(PROBE_SIZES)))[0].to(model_device(model))
+            with eval_mode(model), standard_attention(model), torch.inference_mode():
+                propagate_shapes(gm, example)
+                cut = make_cut(gm, layer, unit_dim, incremental=False)
+                fill = _fill(cut, dict(gm.named_modules()), players[0].method, means, model_device(model))
+        except Exception as error:  # any cause: one forward per coalition instead (the engine then says why)
+            if options.engine == "fast":
+                reason = str(error) if isinstance(error, LesionError) else f"{type(error).__name__}: {error}"
+                raise LesionError(f"engine 'fast': cannot evaluate coalitions of layer {layer!r} together: {reason}") from error
+            return None
+        return cls(model, split, gm, cut, players, fill, options)
+
+    def evaluate(self, members: np.ndarray, loss: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Correct top-1 counts per class (C, n_classes) and, with ``loss``, summed cross-entropy (C,)
+        of the coalitions ``members`` (C, n players) bool: True where the player is lesioned."""
+        n_classes = self.split.n_classes
+        masks = torch.as_tensor(np.asarray(members, dtype=np.float32), device=self.device) @ self.membership > 0
+        counts = torch.zeros(len(masks), n_classes, dtype=torch.float64, device=self.device)
+        losses = torch.zeros(len(masks), dtype=torch.float64, device=self.device)
+        precision = autocast_context(self.options.autocast, self.device)
+        memory = self.options.memory or default_memory(self.device)
+        with eval_mode(self.model), standard_attention(self.model), torch.inference_mode():
+            for carried, labels in self._intact():
+                b = len(labels)
+                size = max(1, memory // (b * self.cut.row_bytes))
+                onehot = F.one_hot(labels, n_classes).double()
+                for start in range(0, len(masks), size):
+                    chunk = masks[start : start + size]
+                    with precision:
+                        logits = self._suffix(chunk, carried)
+                    correct = _top1_correct(logits.view(len(chunk), b, -1), labels)
+                    counts[start : start + len(chunk)] += correct.double() @ onehot
+                    if loss:
+                        tiled = labels.repeat(len(chunk))
+                        per_row = F.cross_entropy(logits.double(), tiled, reduction="none")
+                        losses[start : start + len(chunk)] += per_row.view(len(chunk), b).sum(1)
+        return counts.cpu().numpy(), (losses.cpu().numpy() if loss else None)
+
+    def _suffix(self, masks: Tensor, carried: list[Tensor]) -> Tensor:
+        """Logits (K·B, classes) of the K coalitions ``masks`` (K, units) on one data batch."""
+        cut, k = self.cut, len(masks)
+        source = carried[0]
+        shape = [k, 1] + [source.shape[d] if d == cut.unit_dim else 1 for d in range(1, source.dim())]
+        lesioned = torch.where(masks.view(shape), self.fill.to(source.dtype), source.unsqueeze(0))
+        inputs = [lesioned.reshape(-1, *source.shape[1:])] + [
+            value.repeat(k, *[1] * (value.dim() - 1)) if tiled else value
+            for value, tiled in zip(carried[1:], cut.tiled[1:], strict=True)
+        ]
+        return self.cut.suffix(*inputs)
+
+    def _intact(self) -> Iterator[tuple[list[Tensor], Tensor]]:
+        """Per data batch: the intact values the suffix takes (``cut.carried``) and the labels."""
+        if self.kept is not None:
+            yield from self.kept
+            return
+        kept: list[tuple[list[Tensor], Tensor]] | None = []
+        size = 0
+        precision = autocast_context(self.options.autocast, self.device)
+        for x, y in self.split.batches(self.options.batch_size):
+            x = x.to(self.device)
+            if self.options.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with precision:
+                carried = list(self.values(x))
+            labels = y.to(self.device)
+            size += sum(v.nbytes for v in carried if isinstance(v, Tensor))
+            kept = kept if kept is not None and size <= CACHE_BYTES else None
+            if kept is not None:
+                kept.append((carried, labels))
+            yield carried, labels
+        self.kept = kept
+
+
+def _top1_correct(logits: Tensor, labels: Tensor) -> Tensor:
+    """Whether the engine's top-1 (:func:`~lesion.engine.topk_and_ties`) is the label: (K, B, classes),
+    (B,) -> (K, B) bool. The label's logit against the row's largest; rows where it ties with another
+    class's go through ``topk`` itself, so ties break as the engine's do."""
+    logits = logits.float()
+    index = labels.view(1, -1, 1).expand(len(logits), -1, 1)
+    own = logits.gather(2, index)[..., 0]
+    best = logits.amax(2)
+    correct = own >= best
+    shared = correct & ((logits == best.unsqueeze(2)).sum(2) > 1)
+    if bool(shared.any()):
+        rows, samples = shared.nonzero(as_tuple=True)
+        top, _ = topk_and_ties(logits[rows, samples], 1)
+        correct[rows, samples] = top[:, 0] == labels[samples]
+    return correct
+
+
+def _fill(cut: Cut, modules: dict[str, nn.Module], method: str, means: Mapping[str, Tensor] | None, device: torch.device) -> Tensor:
+    """The lesioned units' replacement (0 or the mean map) carried through the channel-wise chain, per sample."""
+    if method == "zero":
+        base = torch.zeros(cut.shape, device=device)
+    else:
+        if means is None or cut.layer not in means:
+            raise LesionError(f"method 'mean': no means were given for layer {cut.layer!r}")
+        if tuple(means[cut.layer].shape) != cut.shape:
+            raise LesionError(f"means[{cut.layer!r}] has shape {tuple(means[cut.layer].shape)}; the layer's output per sample is {cut.shape}")
+        base = means[cut.layer].to(device=device, dtype=torch.float32).clone()
+    x = base.unsqueeze(0)
+    for node in cut.chain:
+        x = apply_node(node, modules, x)
+    return x[0]
