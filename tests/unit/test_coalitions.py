@@ -17,6 +17,7 @@ from lesion.engine import EngineOptions, topk_and_ties
 from lesion.models import meyes2019_mlp, meyes2020_cnn
 from lesion.search import coalition, players_of
 from lesion.search._coalitions import LayerCoalitions, _top1_correct
+from lesion.stats._shapley import permutation_orders
 from lesion.testing import TOY_EXPECTED, toy_data, toy_network
 
 
@@ -84,6 +85,14 @@ def test_coalitions_equal_one_lesioned_forward_each(build, shape, layer, method)
     assert (counts == want_counts).all()
     assert losses == pytest.approx(want_losses, rel=1e-5)
     assert len({tuple(c) for c in counts}) > 1  # the lesions do change predictions
+    # chains of cumulative lesions: prefix j of an order is the coalition of its first j + 1 players
+    orders = permutation_orders(len(players), 0, 5, seed=1)
+    chain_counts, chain_losses = together.evaluate_chains(orders, loss=True)
+    for p, order in enumerate(orders):
+        for j in range(len(order) - 1):
+            row = sum(1 << (len(players) - 1 - i) for i in order[: j + 1])  # the bitmask's row in _every_coalition
+            assert (chain_counts[p, j] == want_counts[row]).all()
+            assert chain_losses[p, j] == pytest.approx(want_losses[row], rel=1e-5)
 
 
 def test_toy_coalitions_give_the_hand_worked_accuracies():
@@ -98,13 +107,20 @@ def test_toy_coalitions_give_the_hand_worked_accuracies():
     for key, expected in TOY_EXPECTED.items():
         assert tuple(counts[keys.index(key)] / sizes) == pytest.approx(expected)
     assert (counts == _one_forward_each(model, split, players, members, None)[0]).all()
+    # most samples leave most hidden units at 0: chains copy those prefixes' outcomes, which must still be right
+    orders = np.array(list(itertools.permutations(range(5))))
+    chain_counts, _ = together.evaluate_chains(orders)
+    for p, order in enumerate(orders):
+        for j in range(4):
+            row = sum(1 << (4 - i) for i in order[: j + 1])
+            assert (chain_counts[p, j] == counts[row]).all()
 
 
 def test_top1_breaks_exact_ties_as_the_engine_does():
-    logits = torch.tensor([[[1.0, 1.0, 0.0], [0.0, 2.0, 2.0], [3.0, 1.0, 3.0], [0.0, 1.0, 0.5]]])
-    labels = torch.tensor([1, 1, 2, 1])
-    top, _ = topk_and_ties(logits[0], 1)
-    assert (_top1_correct(logits, labels)[0] == (top[:, 0] == labels)).all()
+    logits = torch.tensor([[1.0, 1.0, 0.0], [0.0, 2.0, 2.0], [3.0, 1.0, 3.0], [0.0, 1.0, 0.5], [2.0, 2.0, 2.0]])
+    for labels in (torch.tensor([1, 1, 2, 1, 0]), torch.tensor([0, 2, 0, 2, 1])):
+        top, _ = topk_and_ties(logits, 1)
+        assert (_top1_correct(logits, labels) == (top[:, 0] == labels)).all()
 
 
 def test_where_the_path_does_not_apply():

@@ -51,7 +51,7 @@ class LayerCoalitions:
                  fill: Tensor, options: EngineOptions) -> None:
         self.model, self.split, self.cut, self.fill, self.options = model, split, cut, fill, options
         self.device = model_device(model)
-        n_units = cut.shape[cut.unit_dim - 1]
+        n_units = fill.shape[cut.unit_dim - 1]
         membership = torch.zeros(len(players), n_units, dtype=torch.float32)
         for i, player in enumerate(players):
             membership[i, list(player.units[0][1])] = 1.0
@@ -103,13 +103,76 @@ class LayerCoalitions:
                     chunk = masks[start : start + size]
                     with precision:
                         logits = self._suffix(chunk, carried)
-                    correct = _top1_correct(logits.view(len(chunk), b, -1), labels)
-                    counts[start : start + len(chunk)] += correct.double() @ onehot
+                    correct = _top1_correct(logits, labels.repeat(len(chunk)))
+                    counts[start : start + len(chunk)] += correct.view(len(chunk), b).double() @ onehot
                     if loss:
                         tiled = labels.repeat(len(chunk))
                         per_row = F.cross_entropy(logits.double(), tiled, reduction="none")
                         losses[start : start + len(chunk)] += per_row.view(len(chunk), b).sum(1)
         return counts.cpu().numpy(), (losses.cpu().numpy() if loss else None)
+
+    def evaluate_chains(self, orders: np.ndarray, loss: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`evaluate` of every proper prefix of each order: ``orders`` (P, n) player indices ->
+        counts (P, n-1, n_classes) and, with ``loss``, summed cross-entropy (P, n-1); prefix ``j``
+        (0-based) lesions the players ``orders[p, :j+1]``.
+
+        Where the player that a prefix adds has units equal to their replacement on a sample (a ReLU
+        unit already at 0, for a zero lesion), that sample's cut value is the previous prefix's, so its
+        outcome is copied instead of computed again.
+        """
+        n_classes = self.split.n_classes
+        order = torch.as_tensor(np.asarray(orders), dtype=torch.long, device=self.device)
+        chains, steps = len(order), order.shape[1] - 1
+        added = order[:, :steps]  # (P, steps): the player each prefix adds
+        members = F.one_hot(added, order.shape[1]).cumsum(1) > 0  # (P, steps, n)
+        masks = (members.flatten(0, 1).float() @ self.membership > 0)  # (P*steps, units)
+        counts = torch.zeros(chains * steps, n_classes, dtype=torch.float64, device=self.device)
+        losses = torch.zeros(chains * steps, dtype=torch.float64, device=self.device)
+        precision = autocast_context(self.options.autocast, self.device)
+        memory = self.options.memory or default_memory(self.device)
+        size = max(1, memory // self.cut.row_bytes)
+        with eval_mode(self.model), standard_attention(self.model), torch.inference_mode():
+            for carried, labels in self._intact():
+                b = len(labels)
+                source = carried[0]
+                moved = (source != self.fill.to(source.dtype)).movedim(self.cut.unit_dim, 1)
+                moved = moved.reshape(b, moved.shape[1], -1).any(2)  # (B, units): the unit differs from its replacement
+                changes = (moved.float() @ self.membership.t() > 0).t()  # (n, B): the player changes the sample
+                active = changes[added]  # (P, steps, B)
+                correct = torch.zeros(chains, steps + 1, b, dtype=torch.bool, device=self.device)
+                loss_rows = torch.zeros(chains, steps + 1, b, dtype=torch.float64, device=self.device)
+                with precision:
+                    intact = self.cut.suffix(*carried)
+                correct[:, 0] = _top1_correct(intact, labels)
+                if loss:
+                    loss_rows[:, 0] = F.cross_entropy(intact.double(), labels, reduction="none")
+                rows = active.nonzero(as_tuple=True)
+                for start in range(0, len(rows[0]), size):
+                    p, j, sample = (r[start : start + size] for r in rows)
+                    with precision:
+                        logits = self._rows(masks[p * steps + j], sample, carried)
+                    correct[p, j + 1, sample] = _top1_correct(logits, labels[sample])
+                    if loss:
+                        loss_rows[p, j + 1, sample] = F.cross_entropy(logits.double(), labels[sample], reduction="none")
+                positions = torch.arange(1, steps + 1, device=self.device).view(1, steps, 1)
+                last = torch.where(active, positions, 0).cummax(1).values  # the latest prefix computed for the sample
+                onehot = F.one_hot(labels, n_classes).double()
+                counts += correct.gather(1, last).view(chains * steps, b).double() @ onehot
+                if loss:
+                    losses += loss_rows.gather(1, last).view(chains * steps, b).sum(1)
+        shape = (chains, steps)
+        return counts.view(*shape, n_classes).cpu().numpy(), (losses.view(shape).cpu().numpy() if loss else None)
+
+    def _rows(self, masks: Tensor, samples: Tensor, carried: list[Tensor]) -> Tensor:
+        """Logits (R, classes) of R (coalition, sample) rows: ``masks`` (R, units), ``samples`` (R,) in the batch."""
+        cut = self.cut
+        source = carried[0].index_select(0, samples)
+        shape = [len(masks)] + [source.shape[d] if d == cut.unit_dim else 1 for d in range(1, source.dim())]
+        lesioned = torch.where(masks.view(shape), self.fill.to(source.dtype), source)
+        inputs = [lesioned] + [
+            value.index_select(0, samples) if tiled else value for value, tiled in zip(carried[1:], cut.tiled[1:], strict=True)
+        ]
+        return self.cut.suffix(*inputs)
 
     def _suffix(self, masks: Tensor, carried: list[Tensor]) -> Tensor:
         """Logits (K·B, classes) of the K coalitions ``masks`` (K, units) on one data batch."""
@@ -147,19 +210,18 @@ class LayerCoalitions:
 
 
 def _top1_correct(logits: Tensor, labels: Tensor) -> Tensor:
-    """Whether the engine's top-1 (:func:`~lesion.engine.topk_and_ties`) is the label: (K, B, classes),
-    (B,) -> (K, B) bool. The label's logit against the row's largest; rows where it ties with another
+    """Whether the engine's top-1 (:func:`~lesion.engine.topk_and_ties`) is the label: (R, classes),
+    (R,) -> (R,) bool. The label's logit against the row's largest; rows where it ties with another
     class's go through ``topk`` itself, so ties break as the engine's do."""
     logits = logits.float()
-    index = labels.view(1, -1, 1).expand(len(logits), -1, 1)
-    own = logits.gather(2, index)[..., 0]
-    best = logits.amax(2)
+    own = logits.gather(1, labels.view(-1, 1))[:, 0]
+    best = logits.amax(1)
     correct = own >= best
-    shared = correct & ((logits == best.unsqueeze(2)).sum(2) > 1)
+    shared = correct & ((logits == best.unsqueeze(1)).sum(1) > 1)
     if bool(shared.any()):
-        rows, samples = shared.nonzero(as_tuple=True)
-        top, _ = topk_and_ties(logits[rows, samples], 1)
-        correct[rows, samples] = top[:, 0] == labels[samples]
+        rows = shared.nonzero()[:, 0]
+        top, _ = topk_and_ties(logits[rows], 1)
+        correct[rows] = top[:, 0] == labels[rows]
     return correct
 
 

@@ -225,11 +225,11 @@ def shapley(
     while done < permutations:
         stop = min(done + -(-CHUNK // draw) * draw, permutations)
         orders = permutation_orders(n, done, stop, seed, sampling)
-        wanted = [tuple(order[:j]) for order in orders for j in range(1, n)]
+        wanted: list[Sequence[int]] = []
         for i, j in pair_index:
             for q in interaction_sets(orders, i, j):
                 wanted += [q, (*q, i), (*q, j), (*q, i, j)]
-        game.play([members for members in wanted if members])
+        game.play([members for members in wanted if members], orders)
         done = stop
         result = _sampled(game, keys, pair_index, done, seed, sampling)
         if tolerance is not None and done >= min_permutations:
@@ -276,7 +276,15 @@ class _Game:
         self.labels = split.labels.numpy()
         self.sizes = np.array([len(self.labels), *np.bincount(self.labels, minlength=split.n_classes)], dtype=np.float64)
         self.counts: dict[str, np.ndarray] = {}
+        self.keys: dict[tuple[int, ...], str] = {}
         self.together = LayerCoalitions.plan(model, split, players, options, means)
+
+    def key(self, members: Sequence[int]) -> str:
+        """The lesion key of the coalition of the players at ``members`` (remembered)."""
+        index = tuple(sorted(int(m) for m in members))
+        if index not in self.keys:
+            self.keys[index] = coalition(self.players, index).key
+        return self.keys[index]
 
     def anchor(self, lesions: list[Lesion], sweep_options: dict[str, Any]) -> None:
         """Sweep ``lesions`` and the intact network into the run (creating it), then load the stored chains."""
@@ -290,17 +298,23 @@ class _Game:
         finally:
             run.close()
 
-    def play(self, coalitions: list[Sequence[int]]) -> None:
-        """Evaluate the coalitions (each the indices of its lesioned players) not yet known and commit
-        their counts as one chunk."""
+    def play(self, coalitions: list[Sequence[int]], orders: np.ndarray | None = None) -> None:
+        """Evaluate the coalitions (each the indices of its lesioned players) and the proper prefixes of
+        the ``orders`` (P, n) not yet known; commit their counts as one chunk."""
+        new: dict[str, np.ndarray] = {}
+        if orders is not None and self.together is not None:
+            new.update(self._chains(orders))
+        elif orders is not None:
+            coalitions = [tuple(order[:j]) for order in orders for j in range(1, len(order))] + list(coalitions)
         todo: dict[str, tuple[Lesion, Sequence[int]]] = {}
         for members in coalitions:
             lesion = coalition(self.players, members)
-            if lesion.key not in self.counts:
+            if lesion.key not in self.counts and lesion.key not in new:
                 todo.setdefault(lesion.key, (lesion, members))
-        if not todo:
+        if todo:
+            new.update(self._together(list(todo.values())) if self.together is not None else self._one_by_one([les for les, _ in todo.values()]))
+        if not new:
             return
-        new = self._together(list(todo.values())) if self.together is not None else self._one_by_one([les for les, _ in todo.values()])
         db = RunDB(self.out)
         try:
             names = db.get_meta("shapley:chunks") or []
@@ -312,16 +326,30 @@ class _Game:
             db.close()
         self.counts.update(new)
 
+    def _chains(self, orders: np.ndarray) -> dict[str, np.ndarray]:
+        """The metrics of the proper prefixes of the orders that hold one not yet known, by lesion key."""
+        keys = [[self.key(order[:j]) for j in range(1, len(order))] for order in orders]
+        todo = [row for row, chain in enumerate(keys) if any(key not in self.counts for key in chain)]
+        if not todo:
+            return {}
+        counts, losses = self.together.evaluate_chains(orders[todo], self.loss)  # type: ignore[union-attr]
+        new = {}
+        for p, row in enumerate(todo):
+            for j, key in enumerate(keys[row]):
+                if key not in self.counts:
+                    new[key] = self._counted(counts[p, j], None if losses is None else losses[p, j])
+        return new
+
+    def _counted(self, counts: np.ndarray, loss: float | None) -> np.ndarray:
+        """The metric vector from per-class correct counts (and the summed loss)."""
+        return np.array([counts.sum(), *counts, *([loss / len(self.labels)] if loss is not None else [])])
+
     def _together(self, todo: list[tuple[Lesion, Sequence[int]]]) -> dict[str, np.ndarray]:
         members = np.zeros((len(todo), len(self.players)), dtype=bool)
         for row, (_, indices) in enumerate(todo):
             members[row, list(indices)] = True
         counts, losses = self.together.evaluate(members, self.loss)  # type: ignore[union-attr]
-        new = {}
-        for row, (lesion, _) in enumerate(todo):
-            vector = [counts[row].sum(), *counts[row]]
-            new[lesion.key] = np.array(vector + ([losses[row] / len(self.labels)] if losses is not None else []))
-        return new
+        return {lesion.key: self._counted(counts[row], None if losses is None else losses[row]) for row, (lesion, _) in enumerate(todo)}
 
     def _one_by_one(self, todo: list[Lesion]) -> dict[str, np.ndarray]:
         new = {}
@@ -340,7 +368,7 @@ class _Game:
 
     def value(self, members: Sequence[int]) -> np.ndarray:
         """Overall top-1, top-1 per class (and the loss) with the players at ``members`` lesioned."""
-        counts = self.counts[coalition(self.players, members).key]
+        counts = self.counts[self.key(members)]
         n = len(self.sizes)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.concatenate([counts[:n] / self.sizes, counts[n:]])
