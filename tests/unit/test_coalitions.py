@@ -17,7 +17,7 @@ from lesion.engine import EngineOptions, topk_and_ties
 from lesion.models import meyes2019_mlp, meyes2020_cnn
 from lesion.search import coalition, players_of
 from lesion.search._coalitions import LayerCoalitions, _top1_correct
-from lesion.stats._shapley import permutation_orders
+from lesion.stats._shapley import permutation_orders, sample_orders
 from lesion.testing import TOY_EXPECTED, toy_data, toy_network
 
 
@@ -29,18 +29,24 @@ def _random_split(model: nn.Module, shape: tuple[int, ...], n: int = 40) -> Spli
     return Split("random/test", inputs, labels, tuple(map(str, range(10))))
 
 
-def _one_forward_each(model: nn.Module, split: Split, players: list, members: np.ndarray, means: dict | None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class correct counts and summed loss of each coalition, one lesioned forward each (the truth)."""
-    counts, losses = [], []
+def _per_sample_truth(model: nn.Module, split: Split, players: list, members: np.ndarray, means: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-1 correct and cross-entropy per coalition and sample (C, N), one lesioned forward each (the truth)."""
+    correct, losses = [], []
     for row in members:
         lesion = coalition(players, np.flatnonzero(row).tolist())
         with torch.inference_mode(), lesioned(model, lesion, means):
             logits = model(split.inputs)
         top, _ = topk_and_ties(logits, 1)
-        correct = (top[:, 0] == split.labels).numpy()
-        counts.append(np.bincount(split.labels.numpy(), weights=correct, minlength=split.n_classes))
-        losses.append(float(F.cross_entropy(logits.double(), split.labels, reduction="sum")))
-    return np.array(counts), np.array(losses)
+        correct.append((top[:, 0] == split.labels).numpy())
+        losses.append(F.cross_entropy(logits.double(), split.labels, reduction="none").numpy())
+    return np.array(correct), np.array(losses)
+
+
+def _one_forward_each(model: nn.Module, split: Split, players: list, members: np.ndarray, means: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class correct counts and summed loss of each coalition, one lesioned forward each (the truth)."""
+    correct, losses = _per_sample_truth(model, split, players, members, means)
+    counts = [np.bincount(split.labels.numpy(), weights=row, minlength=split.n_classes) for row in correct]
+    return np.array(counts), losses.sum(1)
 
 
 def _every_coalition(n: int) -> np.ndarray:
@@ -85,6 +91,16 @@ def test_coalitions_equal_one_lesioned_forward_each(build, shape, layer, method)
     assert (counts == want_counts).all()
     assert losses == pytest.approx(want_losses, rel=1e-5)
     assert len({tuple(c) for c in counts}) > 1  # the lesions do change predictions
+    # one order per sample: sample b's outcome with the first j players of its own order lesioned
+    truth_correct, truth_loss = _per_sample_truth(model, split, players, members, means)
+    per_sample = sample_orders(len(players), len(split), [0, 1], seed=2)
+    sampled, sampled_loss = together.sample_chains(per_sample, loss=True)
+    for d in range(2):
+        for b in range(len(split)):
+            for j in range(len(players) + 1):
+                row = sum(1 << (len(players) - 1 - i) for i in per_sample[d, b, :j])
+                assert sampled[d, b, j] == truth_correct[row, b]
+                assert sampled_loss[d, b, j] == pytest.approx(truth_loss[row, b], rel=1e-5, abs=1e-6)
     # chains of cumulative lesions: prefix j of an order is the coalition of its first j + 1 players
     orders = permutation_orders(len(players), 0, 5, seed=1)
     chain_counts, chain_losses = together.evaluate_chains(orders, loss=True)

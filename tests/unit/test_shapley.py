@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lesion import Lesion, LesionError, evaluate
+from lesion.engine import EngineOptions
 from lesion.search import coalition, cross_entropy, players_of, shapley
 from lesion.stats._shapley import (
     chain_contributions,
@@ -75,6 +76,36 @@ def test_sampled_values_converge_to_the_exact_ones_within_their_standard_errors(
     assert table.loc[("hidden:1", -1), "se"] > 0  # a real sampling error, not the exact answer in disguise
     # every order's contributions add up to the same total, so the estimates do too
     assert result.table()["value"].sum() == pytest.approx(10 / 14)
+
+
+def test_one_order_per_sample_converges_to_the_exact_values_with_far_smaller_errors(tmp_path):
+    model, data = toy_network(), toy_data()
+    result = shapley(model, data, "hidden", tmp_path / "run", permutations=40, seed=1, sampling="per-sample", loss=True)
+    table = result.values.set_index(["player", "class", "metric"])
+    shared = shapley(model, data, "hidden", tmp_path / "shared", permutations=40, seed=1, loss=True)
+    shared_table = shared.values.set_index(["player", "class", "metric"])
+    for i, want in enumerate(OVERALL):
+        row = table.loc[(f"hidden:{i}", -1, "top1")]
+        assert abs(row["value"] - want) <= 4 * row["se"] + 1e-12
+        assert row["single"] == pytest.approx(SINGLE[i])
+    for i, want in enumerate(CLASS2):
+        row = table.loc[(f"hidden:{i}", 2, "top1")]
+        assert abs(row["value"] - want) <= 4 * row["se"] + 1e-12
+    assert table.loc[("hidden:1", -1, "top1"), "se"] > 0
+    ses = result.table()["se"].to_numpy()
+    assert (ses < shared.table()["se"].to_numpy()).sum() >= 4  # each draw averages 14 independent orders
+    # each sample's contributions add up to its own intact minus all-lesioned: so do every draw's, exactly
+    assert result.table()["value"].sum() == pytest.approx(10 / 14)
+    assert result.table("loss")["value"].sum() == pytest.approx(shared.table("loss")["value"].sum())
+    assert (shared_table["single"] == table["single"]).all()
+    # resumed: the draws already in the run are reused, the sequence continues
+    longer = shapley(model, data, "hidden", tmp_path / "run", permutations=60, seed=1, sampling="per-sample", loss=True)
+    fresh = shapley(model, data, "hidden", tmp_path / "fresh", permutations=60, seed=1, sampling="per-sample", loss=True)
+    assert longer.permutations == 60 and np.allclose(longer.values[["value", "se"]], fresh.values[["value", "se"]])
+    with pytest.raises(LesionError, match="pairs"):
+        shapley(model, data, "hidden", tmp_path / "p", sampling="per-sample", pairs=[("hidden:1", "hidden:2")])
+    with pytest.raises(LesionError, match="sampling: 'per-sample'"):
+        shapley(model, data, "hidden", tmp_path / "r", sampling="per-sample", options=EngineOptions(engine="reference"))
 
 
 def test_rerun_continues_the_same_orders_and_evaluates_no_coalition_twice(tmp_path):

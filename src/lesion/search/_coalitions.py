@@ -56,6 +56,10 @@ class LayerCoalitions:
         for i, player in enumerate(players):
             membership[i, list(player.units[0][1])] = 1.0
         self.membership = membership.to(self.device)  # (n players, units of the layer)
+        owner = torch.full((n_units,), len(players), dtype=torch.long)  # each unit's player (n: none)
+        for i, player in enumerate(players):
+            owner[list(player.units[0][1])] = i
+        self.owner = owner.to(self.device)
         self.values = values_module(gm, list(cut.carried))
         self.kept: list[tuple[list[Tensor], Tensor]] | None = None
         if options.compile:
@@ -114,33 +118,71 @@ class LayerCoalitions:
     def evaluate_chains(self, orders: np.ndarray, loss: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """:meth:`evaluate` of every proper prefix of each order: ``orders`` (P, n) player indices ->
         counts (P, n-1, n_classes) and, with ``loss``, summed cross-entropy (P, n-1); prefix ``j``
-        (0-based) lesions the players ``orders[p, :j+1]``.
-
-        Where the player that a prefix adds has units equal to their replacement on a sample (a ReLU
-        unit already at 0, for a zero lesion), that sample's cut value is the previous prefix's, so its
-        outcome is copied instead of computed again.
+        (0-based) lesions the players ``orders[p, :j+1]``. (See :meth:`_chains`.)
         """
-        n_classes = self.split.n_classes
         order = torch.as_tensor(np.asarray(orders), dtype=torch.long, device=self.device)
-        chains, steps = len(order), order.shape[1] - 1
-        added = order[:, :steps]  # (P, steps): the player each prefix adds
-        members = F.one_hot(added, order.shape[1]).cumsum(1) > 0  # (P, steps, n)
-        masks = (members.flatten(0, 1).float() @ self.membership > 0)  # (P*steps, units)
+        chains, steps, n_classes = len(order), order.shape[1] - 1, self.split.n_classes
         counts = torch.zeros(chains * steps, n_classes, dtype=torch.float64, device=self.device)
         losses = torch.zeros(chains * steps, dtype=torch.float64, device=self.device)
+        for _, labels, correct, loss_rows in self._chains(order, steps, loss):
+            onehot = F.one_hot(labels, n_classes).double()
+            counts += correct[:, 1:].reshape(chains * steps, -1).double() @ onehot
+            if loss:
+                losses += loss_rows[:, 1:].reshape(chains * steps, -1).sum(1)
+        shape = (chains, steps)
+        return counts.view(*shape, n_classes).cpu().numpy(), (losses.view(shape).cpu().numpy() if loss else None)
+
+    def sample_chains(self, orders: np.ndarray, loss: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Each sample along its own order: ``orders`` (D, N, n), one order per draw and sample ->
+        top-1 correct (D, N, n+1) bool and, with ``loss``, the cross-entropy (D, N, n+1), where
+        ``[d, b, j]`` has the first ``j`` players of ``orders[d, b]`` lesioned (0: intact, n: all).
+        """
+        order = torch.as_tensor(np.asarray(orders), dtype=torch.long, device=self.device)
+        draws, n_samples, n = order.shape
+        correct = np.zeros((draws, n_samples, n + 1), dtype=bool)
+        losses = np.zeros((draws, n_samples, n + 1)) if loss else None
+        for offset, labels, chain, loss_rows in self._chains(order, n, loss):
+            rows = slice(offset, offset + len(labels))
+            correct[:, rows] = chain.transpose(1, 2).cpu().numpy()
+            if losses is not None:
+                losses[:, rows] = loss_rows.transpose(1, 2).cpu().numpy()
+        return correct, losses
+
+    def _chains(self, order: Tensor, steps: int, loss: bool) -> Iterator[tuple[int, Tensor, Tensor, Tensor]]:
+        """Per data batch of B samples: its offset, labels, and top-1 correct (P, steps+1, B) bool (and
+        the cross-entropy, float64) with the first ``0..steps`` players of each order lesioned;
+        ``order``: (P, n) shared by every sample, or (P, N, n) one per sample.
+
+        Where the player a prefix adds has units equal to their replacement on a sample (a ReLU unit
+        already at 0, for a zero lesion), that sample's cut value is the previous prefix's, so its
+        outcome is copied instead of computed again.
+        """
+        shared = order.dim() == 2
+        n = order.shape[-1]
+        if shared:
+            members = F.one_hot(order[:, :steps], n).cumsum(1) > 0  # (P, steps, n)
+            shared_masks = members.flatten(0, 1).float() @ self.membership > 0  # (P*steps, units)
+        else:  # each player's position in each sample's order, then each unit's (n + 1: never lesioned)
+            position = torch.empty_like(order).scatter_(-1, order, torch.arange(n, device=self.device).expand_as(order))
+            position = torch.cat([position, torch.full_like(position[..., :1], n + 1)], -1)
         precision = autocast_context(self.options.autocast, self.device)
-        memory = self.options.memory or default_memory(self.device)
-        size = max(1, memory // self.cut.row_bytes)
+        size = max(1, (self.options.memory or default_memory(self.device)) // self.cut.row_bytes)
+        positions = torch.arange(1, steps + 1, device=self.device).view(1, steps, 1)
+        offset = 0
         with eval_mode(self.model), standard_attention(self.model), torch.inference_mode():
             for carried, labels in self._intact():
                 b = len(labels)
+                # (P, steps, B): the player each prefix adds, per sample
+                added = order[:, :steps, None].expand(-1, -1, b) if shared else order[:, offset : offset + b, :steps].transpose(1, 2)
                 source = carried[0]
                 moved = (source != self.fill.to(source.dtype)).movedim(self.cut.unit_dim, 1)
                 moved = moved.reshape(b, moved.shape[1], -1).any(2)  # (B, units): the unit differs from its replacement
-                changes = (moved.float() @ self.membership.t() > 0).t()  # (n, B): the player changes the sample
-                active = changes[added]  # (P, steps, B)
-                correct = torch.zeros(chains, steps + 1, b, dtype=torch.bool, device=self.device)
-                loss_rows = torch.zeros(chains, steps + 1, b, dtype=torch.float64, device=self.device)
+                changes = moved.float() @ self.membership.t() > 0  # (B, n): the player changes the sample
+                active = changes.t().gather(0, added.reshape(-1, b)).view(added.shape)  # (P, steps, B)
+                if not shared:  # (P, B, units): the prefix length from which each unit is lesioned, minus 1
+                    unit_position = position[:, offset : offset + b][..., self.owner]
+                correct = torch.zeros(len(order), steps + 1, b, dtype=torch.bool, device=self.device)
+                loss_rows = torch.zeros(len(order), steps + 1, b, dtype=torch.float64, device=self.device)
                 with precision:
                     intact = self.cut.suffix(*carried)
                 correct[:, 0] = _top1_correct(intact, labels)
@@ -149,19 +191,16 @@ class LayerCoalitions:
                 rows = active.nonzero(as_tuple=True)
                 for start in range(0, len(rows[0]), size):
                     p, j, sample = (r[start : start + size] for r in rows)
+                    row_masks = shared_masks[p * steps + j] if shared else unit_position[p, sample] <= j.unsqueeze(1)
                     with precision:
-                        logits = self._rows(masks[p * steps + j], sample, carried)
+                        logits = self._rows(row_masks, sample, carried)
                     correct[p, j + 1, sample] = _top1_correct(logits, labels[sample])
                     if loss:
                         loss_rows[p, j + 1, sample] = F.cross_entropy(logits.double(), labels[sample], reduction="none")
-                positions = torch.arange(1, steps + 1, device=self.device).view(1, steps, 1)
                 last = torch.where(active, positions, 0).cummax(1).values  # the latest prefix computed for the sample
-                onehot = F.one_hot(labels, n_classes).double()
-                counts += correct.gather(1, last).view(chains * steps, b).double() @ onehot
-                if loss:
-                    losses += loss_rows.gather(1, last).view(chains * steps, b).sum(1)
-        shape = (chains, steps)
-        return counts.view(*shape, n_classes).cpu().numpy(), (losses.view(shape).cpu().numpy() if loss else None)
+                last = torch.cat([torch.zeros_like(last[:, :1]), last], 1)
+                yield offset, labels, correct.gather(1, last), loss_rows.gather(1, last)
+                offset += b
 
     def _rows(self, masks: Tensor, samples: Tensor, carried: list[Tensor]) -> Tensor:
         """Logits (R, classes) of R (coalition, sample) rows: ``masks`` (R, units), ``samples`` (R,) in the batch."""

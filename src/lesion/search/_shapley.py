@@ -42,6 +42,7 @@ from lesion.stats._shapley import (
     interaction_sets,
     mean_and_se,
     permutation_orders,
+    sample_orders,
 )
 from lesion.store import RunDB
 
@@ -161,9 +162,12 @@ def shapley(
         Orders before ``tolerance`` may stop the sampling (at least two draws).
     seed : int, default=0
         Draw ``g`` (one order, or an antithetic pair) comes from ``numpy.random.default_rng([seed, g])``.
-    sampling : {"plain", "antithetic"}, default="plain"
+    sampling : {"plain", "antithetic", "per-sample"}, default="plain"
         How orders are drawn: independently, or as an order and its reverse (standard errors then from
-        the pair means; ``permutations`` is rounded up to an even number).
+        the pair means; ``permutations`` is rounded up to an even number), or one order per sample in
+        each draw (``permutations`` then counts draws; each costs about one shared order's chain and
+        varies far less, since the samples' orders are independent; players must be units of one layer
+        the fast path cuts after, and ``pairs`` are not estimated).
     exact : bool, default=False
         Enumerate all ``2**n`` coalitions (n <= 16) instead of sampling: exact values, se 0.
     pairs : sequence of (player key, player key)
@@ -205,6 +209,8 @@ def shapley(
         raise LesionError(f"exact: enumerates 2**n coalitions, allowed for n <= {MAX_EXACT_PLAYERS} players, got {n}; sample instead")
     pair_index = [_pair(keys, a, b) for a, b in pairs]
     draw = group_size(sampling)
+    if sampling == "per-sample" and pair_index and not exact:
+        raise LesionError("pairs: not estimated with sampling='per-sample' (each sample has its own orders); use plain or antithetic")
     permutations = -(-permutations // draw) * draw
     min_permutations = max(min_permutations, 2 * draw)
     options = engine_options(options)
@@ -216,11 +222,18 @@ def shapley(
     identity = {"players": keys, "exact": exact} if exact else {"players": keys, "seed": seed, "sampling": sampling}
     sweep_options = dict(model_name=model_name, config={"shapley": identity}, k=1, progress=progress, options=options, means=means)
     game = _Game(model, split, players, Path(out), loss, options, means, progress)
+    if sampling == "per-sample" and not exact and game.together is None:
+        raise LesionError(
+            "sampling: 'per-sample' evaluates each sample along its own orders, which needs players that are units of one "
+            "layer the fast engine can cut after (not engine='reference'); use plain or antithetic"
+        )
     singles = [coalition(players, [i]) for i in range(n)] + [coalition(players, range(n))]
     game.anchor(singles + [coalition(players, ij) for ij in pair_index], sweep_options)
 
     if exact:
         return _exact(game, keys, pair_index)
+    if sampling == "per-sample":
+        return _per_sample(game, keys, permutations, tolerance, min_permutations, seed)
     done = 0
     while done < permutations:
         stop = min(done + -(-CHUNK // draw) * draw, permutations)
@@ -378,6 +391,29 @@ class _Game:
         cols = [(-1, "all", "top1"), *[(c, name, "top1") for c, name in enumerate(self.split.class_names)]]
         return [*cols, (-1, "all", "loss")] if self.loss else cols
 
+    def stored_draws(self) -> dict[int, np.ndarray]:
+        """The per-sample draws already in the run: draw index -> values (n, M)."""
+        db = RunDB(self.out)
+        try:
+            found = {}
+            for name in db.get_meta("shapley:draw-chunks") or []:
+                found.update({int(g): np.asarray(v, dtype=np.float64) for g, v in db.get_meta(name).items()})
+            return found
+        finally:
+            db.close()
+
+    def store_draws(self, draws: dict[int, np.ndarray]) -> None:
+        """Commit per-sample draws (draw index -> values (n, M)) to the run as one chunk."""
+        db = RunDB(self.out)
+        try:
+            names = db.get_meta("shapley:draw-chunks") or []
+            name = f"shapley:draws:{len(names)}"
+            with db.transaction() as con:
+                db.set_meta(con, name, {str(g): v.tolist() for g, v in draws.items()})
+                db.set_meta(con, "shapley:draw-chunks", [*names, name])
+        finally:
+            db.close()
+
     def record(self, done: int) -> None:
         db = RunDB(self.out)
         try:
@@ -434,6 +470,44 @@ def _exact(game: _Game, keys: list[str], pair_index: list[tuple[int, int]]) -> S
         keys, _tidy(game, keys, values, zeros, _singles(game, n)),
         _interactions(game, keys, pair_index, inter, [np.zeros_like(v) for v in inter]), 0, True, game.out,
     )
+
+
+def _per_sample(game: _Game, keys: list[str], permutations: int, tolerance: float | None, minimum: int, seed: int) -> ShapleyResult:
+    """Sampling with one order per sample in each draw; each draw's values (n, M) are kept in the run."""
+    n, labels = len(keys), game.labels
+    draws = game.stored_draws()
+    done = 0
+    while done < permutations:
+        stop = min(done + CHUNK, permutations)
+        todo = [g for g in range(done, stop) if g not in draws]
+        if todo:
+            orders = sample_orders(n, len(labels), todo, seed)
+            correct, losses = game.together.sample_chains(orders, game.loss)  # type: ignore[union-attr]
+            new = {g: _draw_values(game, orders[d], correct[d], None if losses is None else losses[d]) for d, g in enumerate(todo)}
+            game.store_draws(new)
+            draws.update(new)
+        done = stop
+        values, se = mean_and_se(np.stack([draws[g] for g in range(done)]))
+        if tolerance is not None and done >= minimum and (se[:, [0, *([-1] if game.loss else [])]] < tolerance).all():
+            break
+    game.record(done)
+    return ShapleyResult(keys, _tidy(game, keys, values, se, _singles(game, n)), _interactions(game, keys, [], [], []), done, False, game.out)
+
+
+def _draw_values(game: _Game, orders: np.ndarray, correct: np.ndarray, losses: np.ndarray | None) -> np.ndarray:
+    """One draw's Shapley estimates (n, M), M as :meth:`_Game.columns`, from each sample's chain:
+    ``orders`` (N, n), ``correct`` and ``losses`` (N, n+1)."""
+    chain = correct.astype(np.float64)[..., None]
+    if losses is not None:
+        chain = np.concatenate([chain, losses[..., None]], axis=2)
+    contributions = chain_contributions(orders, chain)  # (N, n, 1 or 2)
+    columns = [contributions[..., 0].mean(0)]
+    for c in range(game.split.n_classes):
+        mine = contributions[game.labels == c, :, 0]
+        columns.append(mine.mean(0) if len(mine) else np.full(orders.shape[1], np.nan))
+    if losses is not None:
+        columns.append(contributions[..., 1].mean(0))
+    return np.stack(columns, axis=1)
 
 
 def _sampled(game: _Game, keys: list[str], pair_index: list[tuple[int, int]], done: int, seed: int, sampling: str) -> ShapleyResult:

@@ -138,7 +138,7 @@ class ShapleyAnalysis(_Section):
     group: Literal["unit", "layer"] = "unit"
     permutations: int = Field(default=100, ge=1)
     tolerance: float | None = Field(default=None, gt=0)
-    sampling: Literal["plain", "antithetic"] = "plain"
+    sampling: Literal["plain", "antithetic", "per-sample"] = "plain"
     exact: bool = False
     pairs: list[str] = Field(default_factory=list)
     loss: bool = False
