@@ -1,10 +1,12 @@
 """`shapley`: Shapley values of units (or groups of units) from chains of cumulative lesions, kept in a run.
 
 One sampled order of the players is one chain of lesions — the first player, the first two, ... all
-of them; the chains of a chunk of orders go to the engine in one call, and a set reached by several
-chains (whatever the order) is evaluated once, keyed by its lesion key. The run directory holds, per
-sample, the intact network, every player alone, all players and the chosen pairs (through
-:func:`lesion.sweep`), and per coalition of the chains its top-1 correct counts per class (and loss),
+of them. When the players are units of one layer, the chains of a chunk of orders are evaluated
+together after that layer (:mod:`lesion.search._coalitions`); otherwise they go to the engine in one
+call, a set reached by several chains (whatever the order) evaluated once, keyed by its lesion key.
+The run directory holds, per sample, the intact network, every player alone, all players and the
+chosen pairs (through :func:`lesion.sweep`), and per coalition of the chains its top-1 correct counts
+per class (and loss) — with ``sampling="per-sample"`` (one order per sample) each draw's values —
 committed once per chunk with nothing else: a rerun with the same seed reuses them and continues the
 sequence of orders until the budget or the target standard error is reached. The estimator is in
 :mod:`lesion.stats._shapley`.
