@@ -233,7 +233,7 @@ def test_study_file_runs_shapley_and_improve(tmp_path):
         "model": {"name": "meyes2019-mlp", "args": {"in_features": 64}, "train": {"epochs": 2, "lr": 0.05, "batch_size": 32}},
         "data": {"name": "digits", "limit": 120},
         "plans": [{"kind": "single", "layers": "fc2:0-3"}],
-        "engine": {"batch_size": 7, "memory": "64k"},
+        "engine": {"batch_size": 7, "memory": "64k", "autocast": "bf16", "float32_check": 2},
         "analyses": {
             "shapley": {"layers": "fc2:0-3", "exact": True, "pairs": ["fc2:0,fc2:1"]},
             "improve": {"layers": "fc2", "max_size": 1},
@@ -258,3 +258,6 @@ def test_study_file_runs_shapley_and_improve(tmp_path):
     val = Run(tmp_path / "study" / "improve" / "validation")
     assert val.meta("dataset")["name"].startswith("digits/train:validation")
     assert (tmp_path / "study" / "tables" / "shapley.csv").is_file()
+    # the study's [engine] reached both analyses: only a bf16 sweep re-checks lesions in float32
+    for run in ("shapley", "improve/validation", "improve/test"):
+        assert "intact" in Run(tmp_path / "study" / run).meta("float32_check")
