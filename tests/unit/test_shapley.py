@@ -261,3 +261,15 @@ def test_study_file_runs_shapley_and_improve(tmp_path):
     # the study's [engine] reached both analyses: only a bf16 sweep re-checks lesions in float32
     for run in ("shapley", "improve/validation", "improve/test"):
         assert "intact" in Run(tmp_path / "study" / run).meta("float32_check")
+
+
+def test_per_sample_draws_come_in_chunks_that_fit_in_memory(tmp_path, monkeypatch):
+    import lesion.search._shapley as module
+
+    model, data = toy_network(), toy_data()
+    whole = shapley(model, data, "hidden", tmp_path / "whole", permutations=10, seed=2, sampling="per-sample")
+    monkeypatch.setattr(module, "DRAW_BYTES", 8 * len(data) * 6 * 3)  # 3 draws' orders per chunk
+    chunked = shapley(model, data, "hidden", tmp_path / "chunked", permutations=10, seed=2, sampling="per-sample")
+    assert len(Run(tmp_path / "chunked").meta("shapley:draw-chunks")) == 4
+    assert len(Run(tmp_path / "whole").meta("shapley:draw-chunks")) == 1
+    assert np.allclose(whole.values[["value", "se"]], chunked.values[["value", "se"]])

@@ -51,6 +51,8 @@ from lesion.store import RunDB
 GROUPINGS = ("unit", "layer")
 #: Permutations evaluated per engine call (and committed together) between two checks of the standard errors.
 CHUNK = 20
+#: Bytes of one chunk's per-sample orders (and positions) at most: fewer draws per chunk on large splits or layers.
+DRAW_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -478,9 +480,10 @@ def _per_sample(game: _Game, keys: list[str], permutations: int, tolerance: floa
     """Sampling with one order per sample in each draw; each draw's values (n, M) are kept in the run."""
     n, labels = len(keys), game.labels
     draws = game.stored_draws()
+    chunk = max(1, min(CHUNK, DRAW_BYTES // (8 * len(labels) * (n + 1))))  # the draws' orders and chains in memory
     done = 0
     while done < permutations:
-        stop = min(done + CHUNK, permutations)
+        stop = min(done + chunk, permutations)
         todo = [g for g in range(done, stop) if g not in draws]
         if todo:
             orders = sample_orders(n, len(labels), todo, seed)
