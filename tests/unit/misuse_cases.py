@@ -13,6 +13,8 @@ MLP = ["-m", "meyes2019-mlp", "-c", "{mlp64}", "--model-arg", "in_features=64", 
 SWEEP = ["sweep", *MLP, "-l", "fc2", "-o", "{new}"]
 ESTIMATE = ["estimate", *MLP, "-l", "fc1"]
 TRAIN = ["train", "meyes2019-mlp", "--data", "digits", "--model-arg", "in_features=64", "--epochs", "1", "-o", "{new}"]
+SHAPLEY = ["shapley", *MLP, "-l", "fc1:0-3", "-o", "{new}"]
+IMPROVE = ["improve", *MLP, "-l", "fc2", "-o", "{new}"]
 RECOVER = ["recover", "-c", "{lesion64}", "-d", "digits", "-l", "fc1", "--epochs", "1", "-o", "{new}"]
 
 CASES: list[tuple[str, list[str], str]] = [
@@ -111,6 +113,14 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train-dropout-1", [*TRAIN, "--dropout", "1"], "--dropout"),
     ("train-label-noise-above-1", [*TRAIN, "--label-noise", "2"], "--label-noise"),
     ("sweep-cumulative-step-0", [*SWEEP, "--plan", "cumulative", "--step", "0"], "--step"),
+    # shapley and improve: the shared engine options, and the backend they cannot use
+    ("shapley-backend-ray", [*SHAPLEY, "--backend", "ray"], "--backend"),
+    ("shapley-address-without-ray", [*SHAPLEY, "--address", "127.0.0.1:6379"], "--address"),
+    ("shapley-batch-size-0", [*SHAPLEY, "--batch-size", "0"], "batch_size"),
+    ("shapley-device-absent", [*SHAPLEY, "--device", "tpu"], "device"),
+    ("improve-backend-ray", [*IMPROVE, "--backend", "ray"], "--backend"),
+    ("improve-memory-words", [*IMPROVE, "--memory", "lots"], "memory"),
+    ("improve-engine-typo", [*IMPROVE, "--engine", "fsat"], "engine"),
     # reproduce
     ("reproduce-mlp-networks-huge", ["reproduce", "meyes2019-mlp", "--data", "digits", "--networks", "1000000000", "-o", "{new}"], "networks"),
 ]

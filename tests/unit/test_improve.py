@@ -128,3 +128,18 @@ def test_command_on_a_population_writes_the_tables(tmp_path):
         steps = pd.read_csv(tmp_path / "out" / name / "steps.csv")
         assert steps["step"].max() <= 2
         assert Run(tmp_path / "out" / name / "validation").meta("dataset")["name"].startswith("digits/train:validation")
+
+
+def test_engine_options_reach_every_sweep(tmp_path):
+    """``options=`` (one EngineOptions) is what the sweeps run with: under bf16 autocast both runs hold
+    the float32 re-check that only an autocast sweep writes (the toy's values are exact in bf16: no flips)."""
+    from lesion.engine import EngineOptions
+
+    result = improve(toy_network(), _train(), _test(), "hidden", tmp_path / "b", validation=0.4, seed=3,
+                     options=EngineOptions(engine="reference", batch_size=3, autocast="bf16"))
+    assert result.lesion.key == "hidden:4"
+    for name in ("validation", "test"):
+        checked = Run(tmp_path / "b" / name).meta("float32_check")
+        assert checked and "intact" in checked and set(checked.values()) == {0}
+    with pytest.raises(LesionError, match="options"):
+        improve(toy_network(), _train(), _test(), "hidden", tmp_path / "c", options={"engine": "reference"})  # type: ignore[arg-type]

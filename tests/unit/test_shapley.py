@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lesion import Lesion, LesionError, evaluate
+from lesion.engine import EngineOptions
 from lesion.search import coalition, cross_entropy, players_of, shapley
 from lesion.stats._shapley import (
     chain_contributions,
@@ -77,6 +78,36 @@ def test_sampled_values_converge_to_the_exact_ones_within_their_standard_errors(
     assert result.table()["value"].sum() == pytest.approx(10 / 14)
 
 
+def test_one_order_per_sample_converges_to_the_exact_values_with_far_smaller_errors(tmp_path):
+    model, data = toy_network(), toy_data()
+    result = shapley(model, data, "hidden", tmp_path / "run", permutations=40, seed=1, sampling="per-sample", loss=True)
+    table = result.values.set_index(["player", "class", "metric"])
+    shared = shapley(model, data, "hidden", tmp_path / "shared", permutations=40, seed=1, loss=True)
+    shared_table = shared.values.set_index(["player", "class", "metric"])
+    for i, want in enumerate(OVERALL):
+        row = table.loc[(f"hidden:{i}", -1, "top1")]
+        assert abs(row["value"] - want) <= 4 * row["se"] + 1e-12
+        assert row["single"] == pytest.approx(SINGLE[i])
+    for i, want in enumerate(CLASS2):
+        row = table.loc[(f"hidden:{i}", 2, "top1")]
+        assert abs(row["value"] - want) <= 4 * row["se"] + 1e-12
+    assert table.loc[("hidden:1", -1, "top1"), "se"] > 0
+    ses = result.table()["se"].to_numpy()
+    assert (ses < shared.table()["se"].to_numpy()).sum() >= 4  # each draw averages 14 independent orders
+    # each sample's contributions add up to its own intact minus all-lesioned: so do every draw's, exactly
+    assert result.table()["value"].sum() == pytest.approx(10 / 14)
+    assert result.table("loss")["value"].sum() == pytest.approx(shared.table("loss")["value"].sum())
+    assert (shared_table["single"] == table["single"]).all()
+    # resumed: the draws already in the run are reused, the sequence continues
+    longer = shapley(model, data, "hidden", tmp_path / "run", permutations=60, seed=1, sampling="per-sample", loss=True)
+    fresh = shapley(model, data, "hidden", tmp_path / "fresh", permutations=60, seed=1, sampling="per-sample", loss=True)
+    assert longer.permutations == 60 and np.allclose(longer.values[["value", "se"]], fresh.values[["value", "se"]])
+    with pytest.raises(LesionError, match="pairs"):
+        shapley(model, data, "hidden", tmp_path / "p", sampling="per-sample", pairs=[("hidden:1", "hidden:2")])
+    with pytest.raises(LesionError, match="sampling: 'per-sample'"):
+        shapley(model, data, "hidden", tmp_path / "r", sampling="per-sample", options=EngineOptions(engine="reference"))
+
+
 def test_rerun_continues_the_same_orders_and_evaluates_no_coalition_twice(tmp_path):
     model, data = toy_network(), toy_data()
     short = shapley(model, data, "hidden", tmp_path / "run", permutations=20, seed=5)
@@ -97,6 +128,27 @@ def test_tolerance_stops_early(tmp_path):
     result = shapley(toy_network(), toy_data(), "hidden", tmp_path / "run", permutations=400, tolerance=0.02, min_permutations=10)
     assert result.permutations < 400
     assert (result.values.query("`class` == -1")["se"] < 0.02).all()
+
+
+def test_many_coalitions_per_pass_give_the_values_of_one_engine_call_each(tmp_path):
+    """The default path (coalitions of one layer many per pass) against engine="reference" (one full forward
+    per coalition, through lesion.evaluate): the same counts, so the same values; the loss to rounding."""
+    import torch
+
+    from lesion.data import digits
+    from lesion.engine import EngineOptions
+    from lesion.models import meyes2019_mlp
+
+    torch.manual_seed(0)
+    model, data = meyes2019_mlp(in_features=64).eval(), digits().test.head(150)
+    common = dict(permutations=6, seed=3, sampling="antithetic", pairs=[("fc1:0@mean", "fc1:1@mean")], loss=True, method="mean")
+    together = shapley(model, data, "fc1:0-5", tmp_path / "a", options=EngineOptions(batch_size=32, memory=50_000), **common)
+    one_each = shapley(model, data, "fc1:0-5", tmp_path / "b", options=EngineOptions(engine="reference", batch_size=64), **common)
+    for got, want in ((together.values, one_each.values), (together.interactions, one_each.interactions)):
+        top1 = got["metric"] == "top1"
+        assert (got[top1]["value"].to_numpy() == want[top1]["value"].to_numpy()).all()
+        assert got[~top1]["value"].to_numpy() == pytest.approx(want[~top1]["value"].to_numpy(), abs=1e-6)
+    assert together.table()["value"].abs().sum() > 0
 
 
 def test_chain_coalitions_match_the_reference_path():
@@ -181,11 +233,17 @@ def test_study_file_runs_shapley_and_improve(tmp_path):
         "model": {"name": "meyes2019-mlp", "args": {"in_features": 64}, "train": {"epochs": 2, "lr": 0.05, "batch_size": 32}},
         "data": {"name": "digits", "limit": 120},
         "plans": [{"kind": "single", "layers": "fc2:0-3"}],
+        "engine": {"batch_size": 7, "memory": "64k", "autocast": "bf16", "float32_check": 2},
         "analyses": {
             "shapley": {"layers": "fc2:0-3", "exact": True, "pairs": ["fc2:0,fc2:1"]},
             "improve": {"layers": "fc2", "max_size": 1},
         },
     }
+    for name in ("shapley", "improve"):  # Ray shards sweeps; these analyses run here: refused before anything runs
+        ray = {**settings, "engine": {"backend": "ray"}, "analyses": {name: settings["analyses"][name]}}
+        with pytest.raises(LesionError, match=rf"analyses\.{name} runs in this process.*backend = 'local'"):
+            lesion.run_study(ray, tmp_path / "ray")
+        assert not (tmp_path / "ray").exists()
     with pytest.raises(LesionError, match=r"analyses\.shapley\.permutatons: unknown key \(closest: 'permutations'\)"):
         lesion.run_study({**settings, "analyses": {"shapley": {"layers": "fc2", "permutatons": 5}}}, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
@@ -200,3 +258,18 @@ def test_study_file_runs_shapley_and_improve(tmp_path):
     val = Run(tmp_path / "study" / "improve" / "validation")
     assert val.meta("dataset")["name"].startswith("digits/train:validation")
     assert (tmp_path / "study" / "tables" / "shapley.csv").is_file()
+    # the study's [engine] reached both analyses: only a bf16 sweep re-checks lesions in float32
+    for run in ("shapley", "improve/validation", "improve/test"):
+        assert "intact" in Run(tmp_path / "study" / run).meta("float32_check")
+
+
+def test_per_sample_draws_come_in_chunks_that_fit_in_memory(tmp_path, monkeypatch):
+    import lesion.search._shapley as module
+
+    model, data = toy_network(), toy_data()
+    whole = shapley(model, data, "hidden", tmp_path / "whole", permutations=10, seed=2, sampling="per-sample")
+    monkeypatch.setattr(module, "DRAW_BYTES", 8 * len(data) * 6 * 3)  # 3 draws' orders per chunk
+    chunked = shapley(model, data, "hidden", tmp_path / "chunked", permutations=10, seed=2, sampling="per-sample")
+    assert len(Run(tmp_path / "chunked").meta("shapley:draw-chunks")) == 4
+    assert len(Run(tmp_path / "whole").meta("shapley:draw-chunks")) == 1
+    assert np.allclose(whole.values[["value", "se"]], chunked.values[["value", "se"]])

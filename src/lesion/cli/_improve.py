@@ -13,19 +13,18 @@ from lesion.cli._app import app
 from lesion.cli._common import (
     DataDirOpt,
     DataOpt,
-    DeviceOpt,
     Method,
     ModelArgOpt,
     ModelOpt,
     NormalizeOpt,
-    check_device,
     check_fit,
     check_out_dir,
     console,
     load_data,
     load_net,
-    parse_bytes,
+    with_engine_options,
 )
+from lesion.studies._engine import EngineConfig
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,6 +33,7 @@ if TYPE_CHECKING:
 
 
 @app.command()
+@with_engine_options
 def improve(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder: one sub-folder per checkpoint with runs validation/ and test/ (rerun to resume).")],
     select: Annotated[str, typer.Option("--layers", "-l", help="Candidate units: 'fc1;fc2', 'conv3'.")],
@@ -51,10 +51,7 @@ def improve(
     max_size: Annotated[int | None, typer.Option(help="At most this many units lesioned together.")] = None,
     group: Annotated[str, typer.Option(help="unit or layer: what one candidate is.")] = "unit",
     method: Annotated[Method, typer.Option(help="zero or mean.")] = Method.zero,
-    engine: Annotated[str, typer.Option(help="auto, fast or reference.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 256,
-    memory: Annotated[str | None, typer.Option(help="Memory budget of the fast engine, e.g. 2G.")] = None,
-    device: DeviceOpt = "cpu",
+    engine: EngineConfig | None = None,
 ) -> None:
     """Greedy forward selection of units whose lesion raises accuracy — chosen on validation, tested once.
 
@@ -69,7 +66,14 @@ def improve(
 
     import lesion
 
-    check_device(device)
+    engine = engine or EngineConfig()
+    if engine.address is not None:
+        raise LesionError(f"--address: for --backend ray only, which improve does not take; got --address {engine.address!r}")
+    if engine.backend != "local":
+        raise LesionError(
+            f"--backend: improve's greedy steps each sweep a few lesions chosen from the previous step's outcomes, in this "
+            f"process (--backend {engine.backend} shards large sweeps only); use --backend local"
+        )
     check_out_dir(out)
     dataset = load_data(data, data_dir, normalize)
     if dataset.train is None:
@@ -77,7 +81,7 @@ def improve(
     stems = [c.stem for c in checkpoint]
     if len(set(stems)) != len(stems):
         raise LesionError(f"--checkpoint: file names must differ (each gets OUT/<name>), got {stems}")
-    nets = {path: load_net(model, path, model_arg, device=device) for path in checkpoint}
+    nets = {path: load_net(model, path, model_arg, device=engine.device) for path in checkpoint}
     for net in nets.values():
         check_fit(net, dataset.test)
     tables = []
@@ -85,7 +89,7 @@ def improve(
         result = lesion.improve(
             net, dataset.train, dataset.test, select, out / path.stem, target=target, tolerance=tolerance,
             validation=validation, seed=seed, beam=beam, max_size=max_size, group=group, method=method.value,
-            model_name=model or str(path), batch_size=batch_size, engine=engine, memory=parse_bytes(memory), progress=True,
+            model_name=model or str(path), options=engine.options(), progress=True,
         )
         result.classes.to_csv(out / path.stem / "classes.csv", index=False)
         result.steps.to_csv(out / path.stem / "steps.csv", index=False)

@@ -14,18 +14,19 @@ from lesion.cli._common import (
     CheckpointOpt,
     DataDirOpt,
     DataOpt,
-    DeviceOpt,
     Method,
     ModelArgOpt,
     ModelOpt,
     NormalizeOpt,
     console,
     model_and_split,
-    parse_bytes,
+    with_engine_options,
 )
+from lesion.studies._engine import EngineConfig
 
 
 @app.command()
+@with_engine_options
 def shapley(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (created; rerun into it to add permutations).")],
     select: Annotated[str, typer.Option("--layers", "-l", help="The players' units: 'fc1', 'fc1:0-9', 'conv1;conv2'.")],
@@ -37,19 +38,16 @@ def shapley(
     normalize: NormalizeOpt = None,
     group: Annotated[str, typer.Option(help="unit: one player per unit; layer: one player per layer of --layers.")] = "unit",
     method: Annotated[Method, typer.Option(help="zero or mean (mean over the evaluation split).")] = Method.zero,
-    permutations: Annotated[int, typer.Option(help="Budget: at most this many sampled orders in all (resumed ones included).")] = 100,
+    permutations: Annotated[int, typer.Option(help="Budget: at most this many sampled orders (per-sample: draws) in all, resumed ones included.")] = 100,
     tolerance: Annotated[float | None, typer.Option(help="Stop once every standard error of overall top-1 (and of the loss) is below this, e.g. 0.002.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sequence of orders (part of the run's identity).")] = 0,
-    sampling: Annotated[str, typer.Option(help="plain (independent orders) or antithetic (each order and its reverse: usually a smaller standard error).")] = "plain",
+    sampling: Annotated[str, typer.Option(help="plain (independent orders), antithetic (each order and its reverse: usually a smaller standard error) or per-sample (each draw one order per sample: far smaller standard errors; one layer's units, no --pair).")] = "plain",
     exact: Annotated[bool, typer.Option(help="Enumerate all 2^n coalitions (n <= 16): exact values.")] = False,
     pair: Annotated[list[str] | None, typer.Option(help="Pair of players for the interaction index, e.g. 'fc1:3,fc1:7'. Repeatable.")] = None,
     loss: Annotated[bool, typer.Option(help="Also the cross-entropy (one full forward pass per coalition: slower).")] = False,
     top: Annotated[int, typer.Option(help="Players to print.")] = 20,
-    engine: Annotated[str, typer.Option(help="auto, fast or reference.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 256,
-    memory: Annotated[str | None, typer.Option(help="Memory budget of the fast engine, e.g. 2G.")] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate on the first N samples only.")] = None,
-    device: DeviceOpt = "cpu",
+    engine: EngineConfig | None = None,
 ) -> None:
     """Shapley values of units for overall and per-class top-1 accuracy, with standard errors.
 
@@ -63,11 +61,19 @@ def shapley(
     import lesion
     from lesion.plots._shapley import plot_shapley
 
-    net, split = model_and_split(model, checkpoint, model_arg, data, data_dir, normalize, limit, device)
+    engine = engine or EngineConfig()
+    if engine.address is not None:
+        raise LesionError(f"--address: for --backend ray only, which shapley does not take; got --address {engine.address!r}")
+    if engine.backend != "local":
+        raise LesionError(
+            f"--backend: shapley evaluates its chains of coalitions in this process, many per pass (--backend {engine.backend} "
+            "shards sweeps only); use --backend local"
+        )
+    net, split = model_and_split(model, checkpoint, model_arg, data, data_dir, normalize, limit, engine.device)
     result = lesion.shapley(
         net, split, select, out, group=group, method=method.value, permutations=permutations, tolerance=tolerance,
         seed=seed, sampling=sampling, exact=exact, pairs=[_parse_pair(p) for p in pair or []], loss=loss,
-        model_name=model or str(checkpoint), batch_size=batch_size, engine=engine, memory=parse_bytes(memory), progress=True,
+        model_name=model or str(checkpoint), options=engine.options(), progress=True,
     )
     result.values.to_csv(out / "shapley.csv", index=False)
     how = "exact (every coalition)" if result.exact else f"{result.permutations} sampled orders"

@@ -25,6 +25,8 @@ from lesion._lesion import INTACT, Lesion
 from lesion._sweep import sweep
 from lesion._units import SelectionLike
 from lesion.data import Split
+from lesion.engine import EngineOptions, check_model_device
+from lesion.engine._options import engine_options
 from lesion.metrics import correct
 from lesion.plans import Plan
 from lesion.search._shapley import as_players, coalition
@@ -112,9 +114,7 @@ def improve(
     group: str = "unit",
     method: str = "zero",
     model_name: str = "custom",
-    batch_size: int = 256,
-    engine: str = "auto",
-    memory: int | None = None,
+    options: EngineOptions | None = None,
     progress: bool = False,
 ) -> ImproveResult:
     """Greedy forward selection (optionally a beam) of units whose lesion raises validation accuracy.
@@ -146,7 +146,9 @@ def improve(
         Lesions kept per step (1: plain greedy).
     max_size : int, optional
         At most this many candidates lesioned together (default: all).
-    group, method, model_name, batch_size, engine, memory, progress
+    options : EngineOptions, optional
+        Engine settings of every sweep (device, batch size, memory, autocast...).
+    group, method, model_name, progress
         As for :func:`lesion.search.shapley` and :func:`lesion.sweep`.
 
     Returns
@@ -170,10 +172,11 @@ def improve(
     # fingerprint). The objective, tolerance, beam and size only choose which lesions are evaluated, so
     # a rerun with other ones into the same directory reuses every outcome already there.
     config = {"improve": {"validation": validation, "seed": seed}}
-    options: dict[str, Any] = dict(model_name=model_name, batch_size=batch_size, engine=engine, memory=memory,
-                                   k=1, config=config, progress=progress)
-    chosen, steps = _search(model, val, candidates, out / "validation", target, tolerance, beam, max_size, options)
-    classes = _report(model, val, test, chosen, out, options)
+    options = engine_options(options)
+    check_model_device(model, options)
+    sweep_options: dict[str, Any] = dict(model_name=model_name, options=options, k=1, config=config, progress=progress)
+    chosen, steps = _search(model, val, candidates, out / "validation", target, tolerance, beam, max_size, sweep_options)
+    classes = _report(model, val, test, chosen, out, sweep_options)
     return ImproveResult(chosen, steps, classes, objective, out)
 
 

@@ -1,10 +1,12 @@
 """`shapley`: Shapley values of units (or groups of units) from chains of cumulative lesions, kept in a run.
 
 One sampled order of the players is one chain of lesions — the first player, the first two, ... all
-of them; the chains of a chunk of orders go to the engine in one call, and a set reached by several
-chains (whatever the order) is evaluated once, keyed by its lesion key. The run directory holds, per
-sample, the intact network, every player alone, all players and the chosen pairs (through
-:func:`lesion.sweep`), and per coalition of the chains its top-1 correct counts per class (and loss),
+of them. When the players are units of one layer, the chains of a chunk of orders are evaluated
+together after that layer (:mod:`lesion.search._coalitions`); otherwise they go to the engine in one
+call, a set reached by several chains (whatever the order) evaluated once, keyed by its lesion key.
+The run directory holds, per sample, the intact network, every player alone, all players and the
+chosen pairs (through :func:`lesion.sweep`), and per coalition of the chains its top-1 correct counts
+per class (and loss) — with ``sampling="per-sample"`` (one order per sample) each draw's values —
 committed once per chunk with nothing else: a rerun with the same seed reuses them and continues the
 sequence of orders until the budget or the target standard error is reached. The estimator is in
 :mod:`lesion.stats._shapley`.
@@ -29,8 +31,10 @@ from lesion._progress import progress_bar
 from lesion._sweep import sweep
 from lesion._units import SelectionLike, layers, select
 from lesion.data import Split
-from lesion.engine import eval_mode, evaluate, model_device
+from lesion.engine import EngineOptions, check_model_device, eval_mode, evaluate, model_device
+from lesion.engine._options import engine_options
 from lesion.plans import Plan
+from lesion.search._coalitions import LayerCoalitions
 from lesion.stats._shapley import (
     MAX_EXACT_PLAYERS,
     chain_contributions,
@@ -40,12 +44,15 @@ from lesion.stats._shapley import (
     interaction_sets,
     mean_and_se,
     permutation_orders,
+    sample_orders,
 )
 from lesion.store import RunDB
 
 GROUPINGS = ("unit", "layer")
 #: Permutations evaluated per engine call (and committed together) between two checks of the standard errors.
 CHUNK = 20
+#: Bytes of one chunk's per-sample orders (and positions) at most: fewer draws per chunk on large splits or layers.
+DRAW_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -130,9 +137,7 @@ def shapley(
     pairs: Sequence[tuple[str, str]] = (),
     loss: bool = False,
     model_name: str = "custom",
-    batch_size: int = 256,
-    engine: str = "auto",
-    memory: int | None = None,
+    options: EngineOptions | None = None,
     means: Mapping[str, Tensor] | None = None,
     progress: bool = False,
 ) -> ShapleyResult:
@@ -161,9 +166,12 @@ def shapley(
         Orders before ``tolerance`` may stop the sampling (at least two draws).
     seed : int, default=0
         Draw ``g`` (one order, or an antithetic pair) comes from ``numpy.random.default_rng([seed, g])``.
-    sampling : {"plain", "antithetic"}, default="plain"
+    sampling : {"plain", "antithetic", "per-sample"}, default="plain"
         How orders are drawn: independently, or as an order and its reverse (standard errors then from
-        the pair means; ``permutations`` is rounded up to an even number).
+        the pair means; ``permutations`` is rounded up to an even number), or one order per sample in
+        each draw (``permutations`` then counts draws; each costs about one shared order's chain and
+        varies far less, since the samples' orders are independent; players must be units of one layer
+        the fast path cuts after, and ``pairs`` are not estimated).
     exact : bool, default=False
         Enumerate all ``2**n`` coalitions (n <= 16) instead of sampling: exact values, se 0.
     pairs : sequence of (player key, player key)
@@ -171,7 +179,11 @@ def shapley(
     loss : bool, default=False
         Also the mean cross-entropy; the run stores top-k predictions only, so the loss of every
         coalition is computed by a full forward pass (the reference path) and kept in the run.
-    model_name, batch_size, engine, memory, means, progress
+    options : EngineOptions, optional
+        Engine settings (device, batch size, memory, autocast...). When every player is units of one
+        layer, the chains' coalitions are evaluated many per pass after that layer
+        (:mod:`lesion.search._coalitions`); else, or with ``engine="reference"``, by :func:`lesion.evaluate`.
+    model_name, means, progress
         As for :func:`lesion.sweep`.
 
     Returns
@@ -201,31 +213,40 @@ def shapley(
         raise LesionError(f"exact: enumerates 2**n coalitions, allowed for n <= {MAX_EXACT_PLAYERS} players, got {n}; sample instead")
     pair_index = [_pair(keys, a, b) for a, b in pairs]
     draw = group_size(sampling)
+    if sampling == "per-sample" and pair_index and not exact:
+        raise LesionError("pairs: not estimated with sampling='per-sample' (each sample has its own orders); use plain or antithetic")
     permutations = -(-permutations // draw) * draw
     min_permutations = max(min_permutations, 2 * draw)
+    options = engine_options(options)
+    check_model_device(model, options)
     if players[0].method == "mean" and means is None:
         names = sorted({name for p in players for name in p.layers})
         with eval_mode(model):
-            means = unit_means(model, names, split.batches(batch_size))
+            means = unit_means(model, names, split.batches(options.batch_size))
     identity = {"players": keys, "exact": exact} if exact else {"players": keys, "seed": seed, "sampling": sampling}
-    evaluate_options = dict(batch_size=batch_size, engine=engine, memory=memory, means=means)
-    sweep_options = dict(model_name=model_name, config={"shapley": identity}, k=1, progress=progress, **evaluate_options)
-    game = _Game(model, split, players, Path(out), loss, {"evaluate": evaluate_options, "progress": progress}, sweep_options)
+    sweep_options = dict(model_name=model_name, config={"shapley": identity}, k=1, progress=progress, options=options, means=means)
+    game = _Game(model, split, players, Path(out), loss, options, means, progress)
+    if sampling == "per-sample" and not exact and game.together is None:
+        raise LesionError(
+            "sampling: 'per-sample' evaluates each sample along its own orders, which needs players that are units of one "
+            "layer the fast engine can cut after (not engine='reference'); use plain or antithetic"
+        )
     singles = [coalition(players, [i]) for i in range(n)] + [coalition(players, range(n))]
-    game.anchor(singles + [coalition(players, ij) for ij in pair_index])
+    game.anchor(singles + [coalition(players, ij) for ij in pair_index], sweep_options)
 
     if exact:
         return _exact(game, keys, pair_index)
+    if sampling == "per-sample":
+        return _per_sample(game, keys, permutations, tolerance, min_permutations, seed)
     done = 0
     while done < permutations:
         stop = min(done + -(-CHUNK // draw) * draw, permutations)
         orders = permutation_orders(n, done, stop, seed, sampling)
-        wanted = [coalition(players, order[:j]) for order in orders for j in range(1, n)]
+        wanted: list[Sequence[int]] = []
         for i, j in pair_index:
             for q in interaction_sets(orders, i, j):
-                wanted += [coalition(players, q), coalition(players, [*q, i]), coalition(players, [*q, j])]
-                wanted.append(coalition(players, [*q, i, j]))
-        game.play([les for les in wanted if les.size])
+                wanted += [q, (*q, i), (*q, j), (*q, i, j)]
+        game.play([members for members in wanted if members], orders)
         done = stop
         result = _sampled(game, keys, pair_index, done, seed, sampling)
         if tolerance is not None and done >= min_permutations:
@@ -259,21 +280,33 @@ class _Game:
     """The metrics of coalitions, by lesion key: correct top-1 counts (overall, then per class) and the loss.
 
     The intact network, the single players, all players and the chosen pairs go through
-    :func:`lesion.sweep` (per-sample outcomes kept in the run); the coalitions of the chains through
-    :func:`lesion.evaluate` at top-1, their counts committed to the run's meta once per chunk.
+    :func:`lesion.sweep` (per-sample outcomes kept in the run); the coalitions of the chains many per
+    pass through :class:`~lesion.search._coalitions.LayerCoalitions` where the players are units of one
+    layer, else through :func:`lesion.evaluate` at top-1; their counts are committed to the run's meta
+    once per chunk.
     """
 
-    def __init__(self, model: nn.Module, split: Split, players: list[Lesion], out: Path, loss: bool, options: dict[str, Any], sweep_options: dict[str, Any]) -> None:
+    def __init__(self, model: nn.Module, split: Split, players: list[Lesion], out: Path, loss: bool,
+                 options: EngineOptions, means: Mapping[str, Tensor] | None, progress: bool) -> None:
         self.model, self.split, self.players, self.out, self.loss = model, split, players, out, loss
-        self.options, self.sweep_options = options, sweep_options
+        self.options, self.means, self.progress = options, means, progress
         self.labels = split.labels.numpy()
         self.sizes = np.array([len(self.labels), *np.bincount(self.labels, minlength=split.n_classes)], dtype=np.float64)
         self.counts: dict[str, np.ndarray] = {}
+        self.keys: dict[tuple[int, ...], str] = {}
+        self.together = LayerCoalitions.plan(model, split, players, options, means)
 
-    def anchor(self, lesions: list[Lesion]) -> None:
+    def key(self, members: Sequence[int]) -> str:
+        """The lesion key of the coalition of the players at ``members`` (remembered)."""
+        index = tuple(sorted(int(m) for m in members))
+        if index not in self.keys:
+            self.keys[index] = coalition(self.players, index).key
+        return self.keys[index]
+
+    def anchor(self, lesions: list[Lesion], sweep_options: dict[str, Any]) -> None:
         """Sweep ``lesions`` and the intact network into the run (creating it), then load the stored chains."""
         unique = tuple({les.key: les for les in lesions}.values())
-        run = sweep(self.model, self.split, Plan("shapley-singles", unique, {"selector": "shapley"}), self.out, **self.sweep_options)
+        run = sweep(self.model, self.split, Plan("shapley-singles", unique, {"selector": "shapley"}), self.out, **sweep_options)
         try:
             for les in [INTACT, *unique]:
                 self.counts[les.key] = self._vector(les, run.correct(les.key)[0])
@@ -282,16 +315,23 @@ class _Game:
         finally:
             run.close()
 
-    def play(self, lesions: list[Lesion]) -> None:
-        """Evaluate the coalitions not yet known (one engine call) and commit their counts as one chunk."""
-        todo = list({les.key: les for les in lesions if les.key not in self.counts}.values())
-        if not todo:
+    def play(self, coalitions: list[Sequence[int]], orders: np.ndarray | None = None) -> None:
+        """Evaluate the coalitions (each the indices of its lesioned players) and the proper prefixes of
+        the ``orders`` (P, n) not yet known; commit their counts as one chunk."""
+        new: dict[str, np.ndarray] = {}
+        if orders is not None and self.together is not None:
+            new.update(self._chains(orders))
+        elif orders is not None:
+            coalitions = [tuple(order[:j]) for order in orders for j in range(1, len(order))] + list(coalitions)
+        todo: dict[str, tuple[Lesion, Sequence[int]]] = {}
+        for members in coalitions:
+            lesion = coalition(self.players, members)
+            if lesion.key not in self.counts and lesion.key not in new:
+                todo.setdefault(lesion.key, (lesion, members))
+        if todo:
+            new.update(self._together(list(todo.values())) if self.together is not None else self._one_by_one([les for les, _ in todo.values()]))
+        if not new:
             return
-        new = {}
-        with progress_bar(len(todo), "coalitions", enabled=self.options["progress"]) as advance:
-            for outcome in evaluate(self.model, self.split, todo, k=1, **self.options["evaluate"]):
-                new[outcome.lesion.key] = self._vector(outcome.lesion, outcome.topk[:, 0] == self.labels)
-                advance(1)
         db = RunDB(self.out)
         try:
             names = db.get_meta("shapley:chunks") or []
@@ -303,16 +343,49 @@ class _Game:
             db.close()
         self.counts.update(new)
 
+    def _chains(self, orders: np.ndarray) -> dict[str, np.ndarray]:
+        """The metrics of the proper prefixes of the orders that hold one not yet known, by lesion key."""
+        keys = [[self.key(order[:j]) for j in range(1, len(order))] for order in orders]
+        todo = [row for row, chain in enumerate(keys) if any(key not in self.counts for key in chain)]
+        if not todo:
+            return {}
+        counts, losses = self.together.evaluate_chains(orders[todo], self.loss)  # type: ignore[union-attr]
+        new = {}
+        for p, row in enumerate(todo):
+            for j, key in enumerate(keys[row]):
+                if key not in self.counts:
+                    new[key] = self._counted(counts[p, j], None if losses is None else losses[p, j])
+        return new
+
+    def _counted(self, counts: np.ndarray, loss: float | None) -> np.ndarray:
+        """The metric vector from per-class correct counts (and the summed loss)."""
+        return np.array([counts.sum(), *counts, *([loss / len(self.labels)] if loss is not None else [])])
+
+    def _together(self, todo: list[tuple[Lesion, Sequence[int]]]) -> dict[str, np.ndarray]:
+        members = np.zeros((len(todo), len(self.players)), dtype=bool)
+        for row, (_, indices) in enumerate(todo):
+            members[row, list(indices)] = True
+        counts, losses = self.together.evaluate(members, self.loss)  # type: ignore[union-attr]
+        return {lesion.key: self._counted(counts[row], None if losses is None else losses[row]) for row, (lesion, _) in enumerate(todo)}
+
+    def _one_by_one(self, todo: list[Lesion]) -> dict[str, np.ndarray]:
+        new = {}
+        with progress_bar(len(todo), "coalitions", enabled=self.progress) as advance:
+            for outcome in evaluate(self.model, self.split, todo, k=1, options=self.options, means=self.means):
+                new[outcome.lesion.key] = self._vector(outcome.lesion, outcome.topk[:, 0] == self.labels)
+                advance(1)
+        return new
+
     def _vector(self, lesion: Lesion, correct: np.ndarray) -> np.ndarray:
         per_class = np.bincount(self.labels, weights=correct.astype(np.float64), minlength=self.split.n_classes)
         vector = [float(correct.sum()), *per_class]
         if self.loss:
-            vector.append(cross_entropy(self.model, self.split, lesion, self.options["evaluate"]["batch_size"], self.options["evaluate"]["means"]))
+            vector.append(cross_entropy(self.model, self.split, lesion, self.options.batch_size, self.means))
         return np.array(vector)
 
     def value(self, members: Sequence[int]) -> np.ndarray:
         """Overall top-1, top-1 per class (and the loss) with the players at ``members`` lesioned."""
-        counts = self.counts[coalition(self.players, members).key]
+        counts = self.counts[self.key(members)]
         n = len(self.sizes)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.concatenate([counts[:n] / self.sizes, counts[n:]])
@@ -321,6 +394,29 @@ class _Game:
         """(class, class_name, metric) of each metric column."""
         cols = [(-1, "all", "top1"), *[(c, name, "top1") for c, name in enumerate(self.split.class_names)]]
         return [*cols, (-1, "all", "loss")] if self.loss else cols
+
+    def stored_draws(self) -> dict[int, np.ndarray]:
+        """The per-sample draws already in the run: draw index -> values (n, M)."""
+        db = RunDB(self.out)
+        try:
+            found = {}
+            for name in db.get_meta("shapley:draw-chunks") or []:
+                found.update({int(g): np.asarray(v, dtype=np.float64) for g, v in db.get_meta(name).items()})
+            return found
+        finally:
+            db.close()
+
+    def store_draws(self, draws: dict[int, np.ndarray]) -> None:
+        """Commit per-sample draws (draw index -> values (n, M)) to the run as one chunk."""
+        db = RunDB(self.out)
+        try:
+            names = db.get_meta("shapley:draw-chunks") or []
+            name = f"shapley:draws:{len(names)}"
+            with db.transaction() as con:
+                db.set_meta(con, name, {str(g): v.tolist() for g, v in draws.items()})
+                db.set_meta(con, "shapley:draw-chunks", [*names, name])
+        finally:
+            db.close()
 
     def record(self, done: int) -> None:
         db = RunDB(self.out)
@@ -369,7 +465,7 @@ def _singles(game: _Game, n: int) -> np.ndarray:
 def _exact(game: _Game, keys: list[str], pair_index: list[tuple[int, int]]) -> ShapleyResult:
     n = len(keys)
     subsets = [[i for i in range(n) if mask >> i & 1] for mask in range(2**n)]
-    game.play([les for les in (coalition(game.players, s) for s in subsets) if les.size])
+    game.play([s for s in subsets if s])
     table = np.stack([game.value(s) for s in subsets])
     values = exact_shapley(table)
     inter = [exact_interaction(table, i, j) for i, j in pair_index]
@@ -378,6 +474,45 @@ def _exact(game: _Game, keys: list[str], pair_index: list[tuple[int, int]]) -> S
         keys, _tidy(game, keys, values, zeros, _singles(game, n)),
         _interactions(game, keys, pair_index, inter, [np.zeros_like(v) for v in inter]), 0, True, game.out,
     )
+
+
+def _per_sample(game: _Game, keys: list[str], permutations: int, tolerance: float | None, minimum: int, seed: int) -> ShapleyResult:
+    """Sampling with one order per sample in each draw; each draw's values (n, M) are kept in the run."""
+    n, labels = len(keys), game.labels
+    draws = game.stored_draws()
+    chunk = max(1, min(CHUNK, DRAW_BYTES // (8 * len(labels) * (n + 1))))  # the draws' orders and chains in memory
+    done = 0
+    while done < permutations:
+        stop = min(done + chunk, permutations)
+        todo = [g for g in range(done, stop) if g not in draws]
+        if todo:
+            orders = sample_orders(n, len(labels), todo, seed)
+            correct, losses = game.together.sample_chains(orders, game.loss)  # type: ignore[union-attr]
+            new = {g: _draw_values(game, orders[d], correct[d], None if losses is None else losses[d]) for d, g in enumerate(todo)}
+            game.store_draws(new)
+            draws.update(new)
+        done = stop
+        values, se = mean_and_se(np.stack([draws[g] for g in range(done)]))
+        if tolerance is not None and done >= minimum and (se[:, [0, *([-1] if game.loss else [])]] < tolerance).all():
+            break
+    game.record(done)
+    return ShapleyResult(keys, _tidy(game, keys, values, se, _singles(game, n)), _interactions(game, keys, [], [], []), done, False, game.out)
+
+
+def _draw_values(game: _Game, orders: np.ndarray, correct: np.ndarray, losses: np.ndarray | None) -> np.ndarray:
+    """One draw's Shapley estimates (n, M), M as :meth:`_Game.columns`, from each sample's chain:
+    ``orders`` (N, n), ``correct`` and ``losses`` (N, n+1)."""
+    chain = correct.astype(np.float64)[..., None]
+    if losses is not None:
+        chain = np.concatenate([chain, losses[..., None]], axis=2)
+    contributions = chain_contributions(orders, chain)  # (N, n, 1 or 2)
+    columns = [contributions[..., 0].mean(0)]
+    for c in range(game.split.n_classes):
+        mine = contributions[game.labels == c, :, 0]
+        columns.append(mine.mean(0) if len(mine) else np.full(orders.shape[1], np.nan))
+    if losses is not None:
+        columns.append(contributions[..., 1].mean(0))
+    return np.stack(columns, axis=1)
 
 
 def _sampled(game: _Game, keys: list[str], pair_index: list[tuple[int, int]], done: int, seed: int, sampling: str) -> ShapleyResult:

@@ -138,7 +138,7 @@ class ShapleyAnalysis(_Section):
     group: Literal["unit", "layer"] = "unit"
     permutations: int = Field(default=100, ge=1)
     tolerance: float | None = Field(default=None, gt=0)
-    sampling: Literal["plain", "antithetic"] = "plain"
+    sampling: Literal["plain", "antithetic", "per-sample"] = "plain"
     exact: bool = False
     pairs: list[str] = Field(default_factory=list)
     loss: bool = False
@@ -202,6 +202,17 @@ class StudyFile(_Section):
             raise ValueError(f"plans need distinct names (give name = ...), got {names}")
         if self.report.plan is not None and self.report.plan not in names:
             raise ValueError(f"report.plan must name a plan, one of {names}, got {self.report.plan!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _local_analyses(self) -> StudyFile:
+        if self.engine.backend != "local":
+            for name in ("shapley", "improve"):
+                if getattr(self.analyses, name) is not None:
+                    raise ValueError(
+                        f"analyses.{name} runs in this process (engine.backend = {self.engine.backend!r} shards sweeps only): "
+                        f"set engine.backend = 'local' or leave analyses.{name} out"
+                    )
         return self
 
 

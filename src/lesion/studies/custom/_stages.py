@@ -290,8 +290,7 @@ def _shapley(spec: StudyFile, model: nn.Module, split: Split, out: Path, progres
         result = shapley(
             model, split, cfg.layers, out, group=cfg.group, permutations=cfg.permutations, tolerance=cfg.tolerance,
             seed=spec.seed, sampling=cfg.sampling, exact=cfg.exact, pairs=pairs, loss=cfg.loss,
-            model_name=spec.model.name or str(spec.model.checkpoint), progress=progress,
-            engine=engine.engine, batch_size=engine.batch_size, memory=engine.memory,
+            model_name=spec.model.name or str(spec.model.checkpoint), progress=progress, options=engine.options(),
         )
     return {"shapley": result.values, **({"shapley-interactions": result.interactions} if pairs else {})}
 
@@ -308,7 +307,7 @@ def _improve(spec: StudyFile, model: nn.Module, train: Split, test: Split, out: 
         result = improve(
             model, train, test, cfg.layers, out, target=cfg.target, tolerance=cfg.tolerance, validation=cfg.validation,
             seed=spec.seed, beam=cfg.beam, max_size=cfg.max_size, model_name=spec.model.name or str(spec.model.checkpoint),
-            progress=progress, engine=engine.engine, batch_size=engine.batch_size, memory=engine.memory,
+            progress=progress, options=engine.options(),
         )
     return {"improve-classes": result.classes.assign(lesion=result.lesion.key, objective=result.objective),
             "improve-steps": result.steps}
