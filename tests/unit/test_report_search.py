@@ -66,7 +66,9 @@ def test_shapley_view_embeds_the_stored_values(shap: Path, tmp_path: Path) -> No
     assert pair["value"] == pytest.approx([100 * inter.loc[("top1", -1), "value"]], abs=1e-4)
     own = top1.loc["intact", "all"] - top1.loc["hidden:1", "all"] - top1.loc["hidden:2", "all"] + top1.loc["hidden:1-2", "all"]
     assert pair["pair"] == pytest.approx([100 * own], abs=1e-4)
-    assert 'href="#shapley/0"' in html and "Shapley values" in html and "not stored by the run" in html
+    assert 'href="#shapley/0"' in html and "Shapley values" in html
+    # no --tolerance: the page names the budget the sampling ran to
+    assert view["target_se"] is None and view["budget"] == 20 and "none (budget of 20 orders)" in html
     run.close()
 
 

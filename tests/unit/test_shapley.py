@@ -128,6 +128,10 @@ def test_tolerance_stops_early(tmp_path):
     result = shapley(toy_network(), toy_data(), "hidden", tmp_path / "run", permutations=400, tolerance=0.02, min_permutations=10)
     assert result.permutations < 400
     assert (result.values.query("`class` == -1")["se"] < 0.02).all()
+    run = Run(tmp_path / "run")
+    assert run.meta("shapley:permutations") == result.permutations
+    assert run.meta("shapley:stopping") == {"tolerance": 0.02, "budget": 400}  # the report shows the target
+    run.close()
 
 
 def test_many_coalitions_per_pass_give_the_values_of_one_engine_call_each(tmp_path):

@@ -74,8 +74,9 @@ def shapley_payload(run: Run, label: str, run_index: int, study: Path | None = N
     -------
     dict
         ``label``, ``run`` (index of the run view), ``players`` (P keys), ``exact``, ``permutations``,
-        ``sampling``, ``seed``, ``achieved_se`` (largest SE of overall top-1 over the players, pp; the
-        target, ``tolerance``, is not stored by the run), ``columns`` (one per
+        ``sampling``, ``seed``, ``achieved_se`` (largest SE of overall top-1 over the players, pp),
+        ``target_se`` (the last call's ``tolerance`` in pp, None without one or in runs that predate it),
+        ``budget`` (its permutation budget), ``columns`` (one per
         metric × class: metric, class, name, unit, and P-lists value, se, single), ``pairs`` (a, b, and
         per column value, se, pair lists), ``notes``, ``ok`` (False: no values shown).
     """
@@ -90,11 +91,17 @@ def shapley_payload(run: Run, label: str, run_index: int, study: Path | None = N
         "sampling": identity.get("sampling"),
         "seed": identity.get("seed"),
         "achieved_se": None,
+        "target_se": None,
+        "budget": None,
         "columns": [],
         "pairs": {"a": [], "b": [], "columns": []},
         "notes": [],
         "ok": False,
     }
+    stopping = run.meta("shapley:stopping") or {}
+    if stopping.get("tolerance") is not None:
+        payload["target_se"] = round(100.0 * float(stopping["tolerance"]), 4)
+    payload["budget"] = stopping.get("budget")
     values_file = _first(run.path / "shapley.csv", _study_table(study, "shapley"))
     if values_file is None:
         payload["notes"].append(

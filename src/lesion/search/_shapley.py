@@ -253,7 +253,7 @@ def shapley(
             target = result.values[(result.values["class"] == -1)]
             if (target["se"] < tolerance).all():
                 break
-    game.record(done)
+    game.record(done, tolerance, permutations)
     return result
 
 
@@ -418,11 +418,13 @@ class _Game:
         finally:
             db.close()
 
-    def record(self, done: int) -> None:
+    def record(self, done: int, tolerance: float | None, budget: int) -> None:
+        """Commit how many orders (or draws) are done and the stopping rule of the call that did them."""
         db = RunDB(self.out)
         try:
             with db.transaction() as con:
                 db.set_meta(con, "shapley:permutations", done)
+                db.set_meta(con, "shapley:stopping", {"tolerance": tolerance, "budget": budget})
         finally:
             db.close()
 
@@ -495,7 +497,7 @@ def _per_sample(game: _Game, keys: list[str], permutations: int, tolerance: floa
         values, se = mean_and_se(np.stack([draws[g] for g in range(done)]))
         if tolerance is not None and done >= minimum and (se[:, [0, *([-1] if game.loss else [])]] < tolerance).all():
             break
-    game.record(done)
+    game.record(done, tolerance, permutations)
     return ShapleyResult(keys, _tidy(game, keys, values, se, _singles(game, n)), _interactions(game, keys, [], [], []), done, False, game.out)
 
 
