@@ -39,7 +39,8 @@ def _reference(model: nn.Module, split: Split, lesion: Lesion, k: int, means: di
 
 def _singles_and_pairs(model: nn.Module, layer: str, method: str) -> list[Lesion]:
     module = model.get_submodule(layer)
-    n = module.num_features if isinstance(module, nn.BatchNorm1d) else module.out_features
+    n = {nn.BatchNorm1d: "num_features", nn.Conv2d: "out_channels"}.get(type(module), "out_features")
+    n = getattr(module, n)
     units = [(u,) for u in range(n)] + [(u, (u * 7 + 3) % n) for u in range(n) if (u * 7 + 3) % n != u]
     return [Lesion(((layer, tuple(sorted(u))),), method) for u in units]
 
@@ -153,11 +154,18 @@ class _TanhNet(nn.Module):
         return self.out(torch.tanh(self.fc2(torch.relu(self.fc1(x)))))
 
 
+def _conv_flatten() -> nn.Module:
+    """conv -> ReLU -> flatten -> Linear -> ReLU -> logits: a conv lesion's update is the Linear, through the flatten."""
+    layers = OrderedDict(conv=nn.Conv2d(1, 16, 3, padding=1), relu1=nn.ReLU(), flatten=nn.Flatten(), fc=nn.Linear(16 * 3 * 3, 24))
+    return nn.Sequential(OrderedDict(**layers, relu2=nn.ReLU(), out=nn.Linear(24, 10)))
+
+
 NETWORKS = {
     "mlp": (lambda: meyes2019_mlp(in_features=12, hidden=(16, 12)), (12,), ["fc1", "fc2"]),
     "mlp_bn_eval": (_bn_mlp, (12,), ["bn1", "fc2"]),
     "tanh": (_TanhNet, (12,), ["fc1"]),
     "cnn": (lambda: meyes2020_cnn(width=3, image_size=8, hidden=16), (1, 8, 8), ["fc1", "fc2"]),
+    "conv_flatten": (_conv_flatten, (1, 3, 3), ["conv"]),
 }
 
 

@@ -11,6 +11,13 @@ Lesions of one layer share a :class:`~lesion.engine._split_graph.Cut`. Per round
 3. only the suffix after the cut runs, on K·B rows; top-k indices and near-tie counts stay on the
    device until the round ends.
 
+Certified skipping (:mod:`lesion.engine._certify`): for a Linear update whose suffix is bounded
+(``Cut.bound``), step 2-3 run only on the (lesion, sample) rows the per-sample certificates cannot
+prove unchanged (:func:`_certified`); the others keep the intact top-k and count no near-tie. Such
+chunks are sized for the certificate check (:func:`chunk_size`), and their uncertified rows are
+gathered and evaluated ``memory // row_bytes`` at a time. The certificates of a layer are computed
+once per data batch and kept across rounds (:class:`_Certificates`, within :data:`CERTIFY_BYTES`).
+
 Each round runs the intact network only as far as its own cuts need; when the whole split's values
 at those cuts fit in ``CACHE_BYTES`` they are kept, so the next rounds of the same layer skip it.
 K comes from a memory budget for the tiled values in flight. An incremental update whose rows may
@@ -258,12 +265,13 @@ def _plan_cuts(
 
 def _layer_bounds(cuts: dict[str, Cut], n: int, options: _Options, device: torch.device) -> dict[str, LayerBound]:
     """The certificate constants of every cut that can skip certified samples: a bounded suffix,
-    float32 (autocast rounds beyond the certificates' margin) and certificates for the whole split
-    within :data:`CERTIFY_BYTES`. The other cuts lose their ``bound`` (so their chunks are sized
+    float32 or float64 weights without autocast (half precision rounds beyond the certificates'
+    margin) and certificates for the whole split within :data:`CERTIFY_BYTES`. The other cuts lose their ``bound`` (so their chunks are sized
     for the full evaluation of every row)."""
     bounds: dict[str, LayerBound] = {}
     for layer, cut in cuts.items():
-        bound = layer_bound(cut, device) if options.autocast is None else None
+        precise = options.autocast is None and cut.update is not None and cut.update.weight.dtype in (torch.float32, torch.float64)
+        bound = layer_bound(cut, device) if precise else None
         if bound is not None and 2 * n * len(bound.logits) * bound.weight.shape[1] * 4 <= CERTIFY_BYTES:
             bounds[layer] = bound
         else:
