@@ -121,7 +121,8 @@ def test_toy_network_every_k(k: int, certified: list[int]) -> None:
 def _trained(model: nn.Module, x: torch.Tensor, n_classes: int, steps: int = 60) -> tuple[nn.Module, Split]:
     """``model`` fitted briefly to a random linear teacher, so that its logits have trained-like margins."""
     torch.manual_seed(1)
-    teacher = torch.randn(x[0].numel(), n_classes)
+    x = x.to(next(model.parameters()).dtype)
+    teacher = torch.randn(x[0].numel(), n_classes, dtype=x.dtype)
     labels = (x.flatten(1) @ teacher).argmax(1)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     model.train()
@@ -163,6 +164,7 @@ def _conv_flatten() -> nn.Module:
 NETWORKS = {
     "mlp": (lambda: meyes2019_mlp(in_features=12, hidden=(16, 12)), (12,), ["fc1", "fc2"]),
     "mlp_bn_eval": (_bn_mlp, (12,), ["bn1", "fc2"]),
+    "mlp_float64": (lambda: meyes2019_mlp(in_features=12, hidden=(16, 12)).double(), (12,), ["fc1", "fc2"]),
     "tanh": (_TanhNet, (12,), ["fc1"]),
     "cnn": (lambda: meyes2020_cnn(width=3, image_size=8, hidden=16), (1, 8, 8), ["fc1", "fc2"]),
     "conv_flatten": (_conv_flatten, (1, 3, 3), ["conv"]),

@@ -62,10 +62,6 @@ class SampleBounds:
     slack: Tensor  # (B, P) the intact margin of each pair minus rounding (and near-tie) allowances
     tau: Tensor  # (B,)
 
-    @property
-    def nbytes(self) -> int:
-        return sum(t.nbytes for t in (self.top, self.lin, self.slack, self.tau)) + (self.err.nbytes if self.err is not None else 0)
-
 
 def layer_bound(cut: Cut, device: torch.device) -> LayerBound | None:
     """The constants of ``cut``'s certificate, or None when its suffix cannot be bounded."""
@@ -98,8 +94,7 @@ def sample_bounds(layer: LayerBound, z: Tensor, h: Tensor, k: int, width: int) -
     """Certificates for one batch: intact cut values ``z`` (B, F) and update inputs ``h`` (B, ...);
     ``width``: the lesions' unit count (the radius grows with it)."""
     h = h.reshape(len(h), -1).float()
-    y, a, logits = _forward(layer, z.float())
-    logits = logits.float()
+    y, a, logits = (value.float() for value in _forward(layer, z))  # in the model's dtype, then float32
     b, c = logits.shape
     order = logits.argsort(dim=1, descending=True, stable=True)
     upper = torch.cat([order[:, : k - 1], order[:, k - 1 : k].expand(b, c - k)], 1)  # (B, P)
