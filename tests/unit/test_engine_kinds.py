@@ -169,7 +169,7 @@ def test_any_failure_of_the_fast_path_falls_back_or_is_a_lesion_error(monkeypatc
     model = nn.Sequential(OrderedDict(fc1=nn.Linear(4, 6), relu=nn.ReLU(), out=nn.Linear(6, 3))).eval()
     split = split_of(torch.randn(20, 4), 3)
     lesions = singles_and_pairs(model, ["fc1", "out"])
-    monkeypatch.setattr(_fast, "_thin", broken)  # a bug inside the fast path, for fc1's update only
+    monkeypatch.setattr(_fast, "_change", broken)  # a bug inside the fast path, for fc1's update only
     with pytest.warns(UserWarning, match=r"layer 'fc1': IndexError: index 12.*reference path") as caught:
         list(evaluate(model, split, lesions, k=2))
     assert len(caught) == 1

@@ -11,6 +11,13 @@ Lesions of one layer share a :class:`~lesion.engine._split_graph.Cut`. Per round
 3. only the suffix after the cut runs, on K·B rows; top-k indices and near-tie counts stay on the
    device until the round ends.
 
+Certified skipping (:mod:`lesion.engine._certify`): for a Linear update whose suffix is bounded
+(``Cut.bound``), step 2-3 run only on the (lesion, sample) rows the per-sample certificates cannot
+prove unchanged (:func:`_certified`); the others keep the intact top-k and count no near-tie. Such
+chunks are sized for the certificate check (:func:`chunk_size`), and their uncertified rows are
+gathered and evaluated ``memory // row_bytes`` at a time. The certificates of a layer are computed
+once per data batch and kept across rounds (:class:`_Certificates`, within :data:`CERTIFY_BYTES`).
+
 Each round runs the intact network only as far as its own cuts need; when the whole split's values
 at those cuts fit in ``CACHE_BYTES`` they are kept, so the next rounds of the same layer skip it.
 K comes from a memory budget for the tiled values in flight. An incremental update whose rows may
@@ -37,6 +44,7 @@ from lesion._errors import LesionError
 from lesion._forward import standard_attention
 from lesion._lesion import Lesion, check_lesions
 from lesion.data import Split
+from lesion.engine._certify import LayerBound, SampleBounds, certify, layer_bound, sample_bounds
 from lesion.engine._outcome import Outcome, topk_and_ties
 from lesion.engine._reference import (
     autocast_context,
@@ -66,6 +74,12 @@ CACHE_BYTES = 256 * 2**20
 #: recomputed in full (see :func:`_guard_cancellation`): their rounding error could exceed the
 #: reference's by more than this factor.
 CANCELLATION_RATIO = 16.0
+#: Bytes of per-sample certificates (:mod:`lesion.engine._certify`) kept for the whole split, per layer.
+CERTIFY_BYTES = 512 * 2**20
+#: Bytes budgeted per (lesion, sample, class, input column) of the certificate check: about 4 times
+#: its gathered bounds and products, so that a chunk's working set stays in cache (fc1 pairs of the 2020
+#: CNN: 22 % less CPU time in all than a budget of 16, which fills the memory budget with the working set).
+CERTIFY_ROW_BYTES = 64
 _CONV_FN = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}
 
 
@@ -148,6 +162,7 @@ class _Update:
 
     layer: UpdateLayer
     index: Tensor  # (K*s,) lesioned units, padded per lesion to s
+    valid: Tensor  # (K, s) 1.0 for a lesioned unit, 0.0 for padding
     weight: Tensor  # thin weights of ``layer`` for ``index``
     gain: Tensor  # (K,) per lesion, max over the layer's outputs of the sum of its thin weights' |w|
 
@@ -188,17 +203,19 @@ def _run(
     per_round = max(1, ROUND_BYTES // max(1, n * k * torch.empty((), dtype=dtype).element_size()))
     modules = dict(gm.named_modules())
     intact = _IntactValues(gm, split, batch_size, device, options)
+    certificates = _Certificates(_layer_bounds(cuts, n, options, device), k)
     failed: set[str] = set()
     for start in range(0, len(fast), per_round):
         batch = [lesion for lesion in fast[start : start + per_round] if lesion.layers[0] not in failed]
         if not batch:
             continue
+        certificates.keep_only({lesion.layers[0] for lesion in batch})
         with eval_mode(model), standard_attention(model), torch.inference_mode():
             chunks, broken = _chunks(batch, cuts, modules, means, min(batch_size, n), options.memory, device)
             tops = torch.empty((len(batch), n, k), dtype=dtype, device=device)
             ties = torch.zeros(len(batch), dtype=torch.long, device=device)
             if chunks:
-                broken.update(_evaluate_round(intact, chunks, k, tops, ties, options))
+                broken.update(_evaluate_round(intact, certificates, chunks, k, tops, ties, options))
             for layer, error in broken.items():
                 _fall_back(layer, error, strict)
                 failed.add(layer)
@@ -246,6 +263,56 @@ def _plan_cuts(
                 cut.suffix = torch.compile(cut.suffix, dynamic=True)  # type: ignore[assignment]
             cuts[layer] = cut
     return cuts
+
+
+def _layer_bounds(cuts: dict[str, Cut], n: int, options: _Options, device: torch.device) -> dict[str, LayerBound]:
+    """The certificate constants of every cut that can skip certified samples: a bounded suffix,
+    float32 or float64 weights without autocast (half precision rounds beyond the certificates'
+    margin) and certificates for the whole split within :data:`CERTIFY_BYTES`. The other cuts lose
+    their ``bound`` (so their chunks are sized for the full evaluation of every row)."""
+    bounds: dict[str, LayerBound] = {}
+    for layer, cut in cuts.items():
+        precise = options.autocast is None and cut.update is not None and cut.update.weight.dtype in (torch.float32, torch.float64)
+        bound = layer_bound(cut, device) if precise else None
+        if bound is not None and 2 * n * len(bound.logits) * bound.weight.shape[1] * 4 <= CERTIFY_BYTES:
+            bounds[layer] = bound
+        else:
+            cut.bound = None
+    return bounds
+
+
+class _Certificates:
+    """Each certified layer's :class:`LayerBound` and its per-batch :class:`SampleBounds`, kept
+    across rounds (keyed by layer, lesion width and batch offset) until the layer's lesions are done."""
+
+    def __init__(self, layers: dict[str, LayerBound], k: int) -> None:
+        self.layers, self.k = layers, k
+        self.kept: dict[tuple[str, int, int], SampleBounds] = {}
+        self.tables: dict[tuple[str, int], Tensor] = {}
+
+    def keep_only(self, layers: set[str]) -> None:
+        self.kept = {key: value for key, value in self.kept.items() if key[0] in layers}
+        self.tables = {key: value for key, value in self.tables.items() if key[0] in layers}
+
+    def table(self, cut: Cut, offset: int, values: dict[str, Tensor]) -> Tensor:
+        """(in + B, out): the update layer's weight transposed, then the batch's intact output, so that
+        one weighted row sum gives a lesioned row: intact output plus its lesioned columns' response."""
+        key = (cut.layer, offset)
+        if key not in self.tables:
+            weight: Tensor = cut.update.weight  # type: ignore[union-attr]
+            self.tables[key] = torch.cat([weight.t(), values[cut.cut]]).contiguous()
+        return self.tables[key]
+
+    def get(self, chunk: _Chunk, offset: int, values: dict[str, Tensor]) -> SampleBounds | None:
+        """The certificates of ``chunk``'s lesions on the batch at ``offset`` (None: not certified)."""
+        layer = self.layers.get(chunk.cut.layer)
+        if layer is None or not isinstance(chunk.lesion, _Update):
+            return None
+        key = (chunk.cut.layer, chunk.lesion.valid.shape[1], offset)
+        if key not in self.kept:
+            cut = chunk.cut
+            self.kept[key] = sample_bounds(layer, values[cut.cut], values[cut.source], self.k, key[1])
+        return self.kept[key]
 
 
 def _fall_back(layer: str | None, error: BaseException, strict: bool) -> None:
@@ -298,7 +365,14 @@ def _chunks(
 
 
 def chunk_size(cut: Cut, batch: int, memory: int) -> int:
-    """K: how many lesions' tiled values (``batch * cut.row_bytes`` bytes each) fit in ``memory``."""
+    """K: how many lesions' tiled values (``batch * cut.row_bytes`` bytes each) fit in ``memory``;
+    for a certified cut, whose rows are evaluated only where uncertified (in slices within
+    ``memory``), how many lesions' certificate work (:data:`CERTIFY_ROW_BYTES` per class and
+    input column) fits."""
+    if cut.bound is not None and isinstance(cut.update, nn.Linear):
+        classes = cut.bound.final.out_features if cut.bound.final is not None else cut.update.out_features
+        columns = cut.update.in_features // cut.shape[cut.unit_dim - 1] if cut.flatten else 1
+        return max(1, memory // (batch * CERTIFY_ROW_BYTES * classes * columns))
     return max(1, memory // (batch * cut.row_bytes))
 
 
@@ -334,7 +408,7 @@ def _chunk(rows: slice, cut: Cut, fill: Tensor, units: list[tuple[int, ...]], de
         w = weight[:, index] * valid.view(1, *valid.shape, *[1] * (weight.dim() - 2))
         thin = w.transpose(0, 1).reshape(-1, width, *weight.shape[2:])
         gain = thin.abs().flatten(1).sum(1).view(len(units), -1).amax(1)
-    return _Chunk(rows, cut, fill, _Update(cut.update, index.flatten(), thin.contiguous(), gain.float()))
+    return _Chunk(rows, cut, fill, _Update(cut.update, index.flatten(), valid, thin.contiguous(), gain.float()))
 
 
 def _lesioned(chunk: _Chunk, values: dict[str, Tensor], peaks: dict[str, Tensor]) -> Tensor:
@@ -344,14 +418,23 @@ def _lesioned(chunk: _Chunk, values: dict[str, Tensor], peaks: dict[str, Tensor]
     if isinstance(chunk.lesion, _Update):  # intact next layer + its response to the lesioned units' change
         k = chunk.rows.stop - chunk.rows.start
         intact = values[chunk.cut.cut]
-        if chunk.cut.cut not in peaks:
-            peaks[chunk.cut.cut] = _peak(intact)
-        delta, peak = _thin(chunk.lesion, chunk.fill, source, k)
+        change = _change(chunk.lesion, chunk.fill, source)
+        b = len(source)
+        delta, peak = _thin(chunk.lesion, change, k), _peak(change.reshape(b * k, -1)).view(b, k).t()
         out = intact.unsqueeze(0) + delta
-        _guard_cancellation(chunk.lesion, chunk.cut.flatten, chunk.fill, source, peaks[chunk.cut.cut], delta, peak, out)
+        lesions = torch.arange(k, device=source.device).repeat_interleave(b)
+        samples = torch.arange(b, device=source.device).repeat(k)
+        guard = _Guard(chunk, source, _intact_peak(peaks, chunk.cut.cut, intact))
+        guard(lesions, samples, peak.reshape(-1), lambda rows: delta[lesions[rows], samples[rows]], out, (lesions, samples))
     else:  # replace the units after the chain
         out = torch.where(chunk.lesion, chunk.fill.to(source.dtype), source.unsqueeze(0))
     return out.reshape(-1, *out.shape[2:])
+
+
+def _intact_peak(peaks: dict[str, Tensor], name: str, intact: Tensor) -> Tensor:
+    if name not in peaks:
+        peaks[name] = _peak(intact)
+    return peaks[name]
 
 
 def _peak(x: Tensor) -> Tensor:
@@ -360,11 +443,9 @@ def _peak(x: Tensor) -> Tensor:
     return torch.maximum(-low, high)
 
 
-def _guard_cancellation(
-    update: _Update, flatten: bool, fill: Tensor, source: Tensor, scale: Tensor, delta: Tensor, peak: Tensor, out: Tensor
-) -> None:
-    """Recompute in full, in ``out`` (K, B, ...), the rows whose incremental update may have lost
-    precision to cancellation.
+@dataclass
+class _Guard:
+    """Recomputes in full the rows whose incremental update may have lost precision to cancellation.
 
     ``out = intact + delta`` carries a rounding error of about eps * (|intact| + |delta|) per
     element, where a full recomputation of the layer carries about eps * |out|. A row (lesion,
@@ -372,38 +453,97 @@ def _guard_cancellation(
     max |delta|`` exceeds :data:`CANCELLATION_RATIO` times ``max |out|`` (a lesioned unit whose
     contribution dwarfs the rest). Cheaply first: ``max |delta| <= gain * peak`` (thin weights'
     gain times the largest change of a lesioned unit) and ``max |out| >= max |intact| - max |delta|``
-    clear almost every row without reading ``delta`` or ``out``. ``scale``: max |intact| per sample (B,).
+    clear almost every row without reading ``delta`` or ``out``.
     """
-    bound = update.gain[:, None] * peak  # (K, B), >= max |delta|
-    ratio = CANCELLATION_RATIO
-    suspect = bound * (ratio + 1) > scale * (ratio - 1)
-    if not bool(suspect.any()):
-        return
-    lesions, samples = suspect.nonzero(as_tuple=True)
-    flagged = _peak(delta[lesions, samples]) + scale[samples] > ratio * _peak(out[lesions, samples])
-    lesions, samples = lesions[flagged], samples[flagged]
-    if not len(lesions):
-        return
-    units = update.index.view(len(bound), -1)[lesions]  # (R, s)
-    inputs = source.index_select(0, samples).clone()  # (R, C, ...)
-    shape = (*units.shape, *inputs.shape[2:])
-    inputs.scatter_(1, units.view(*units.shape, *[1] * (inputs.dim() - 2)).expand(shape), fill[units].to(inputs.dtype))
-    full = update.layer(inputs.flatten(1) if flatten else inputs)
-    out[lesions, samples] = full.to(out.dtype)
+
+    chunk: _Chunk
+    source: Tensor  # (B, C, ...) the update layer's intact input
+    scale: Tensor  # (B,) max |intact| of the update layer's output per sample
+
+    def __call__(
+        self, lesions: Tensor, samples: Tensor, peak: Tensor, delta: Callable[[Tensor], Tensor], out: Tensor, at: tuple[Tensor, ...]
+    ) -> None:
+        """Rows R: ``lesions`` (R,) in the chunk, ``samples`` (R,) in the batch, ``peak`` (R,) the largest
+        |change| of a lesioned unit; ``delta(rows)`` the thin response of rows ``rows`` (indices into R);
+        ``out[at]`` the rows' outputs, rewritten where recomputed."""
+        update = self.chunk.lesion
+        if not isinstance(update, _Update):
+            return
+        ratio = CANCELLATION_RATIO
+        suspect = update.gain[lesions] * peak * (ratio + 1) > self.scale[samples] * (ratio - 1)
+        if not bool(suspect.any()):
+            return
+        rows = suspect.nonzero()[:, 0]
+        where = tuple(index[rows] for index in at)
+        rows = rows[_peak(delta(rows)) + self.scale[samples[rows]] > ratio * _peak(out[where])]
+        if not len(rows):
+            return
+        units = update.index.view(len(update.gain), -1)[lesions[rows]]  # (R, s)
+        inputs = self.source.index_select(0, samples[rows]).clone()  # (R, C, ...)
+        shape = (*units.shape, *inputs.shape[2:])
+        fill = self.chunk.fill[units].to(inputs.dtype)
+        inputs.scatter_(1, units.view(*units.shape, *[1] * (inputs.dim() - 2)).expand(shape), fill)
+        full = update.layer(inputs.flatten(1) if self.chunk.cut.flatten else inputs)
+        out[tuple(index[rows] for index in at)] = full.to(out.dtype)
 
 
-def _thin(update: _Update, fill: Tensor, source: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """The update layer's response (K, B, ...) to the K lesions' change of their units (fill - source)
-    alone, and the largest |change| of each (lesion, sample) (K, B)."""
-    index, weight, layer = update.index, update.weight, update.layer
-    change = fill.index_select(0, index) - source.index_select(1, index)
-    b = len(source)
-    peak = _peak(change.reshape(b * k, -1)).view(b, k).t()
+def _change(update: _Update, fill: Tensor, source: Tensor) -> Tensor:
+    """The K lesions' change of their units, ``fill - source``: (B, K*s, ...)."""
+    return fill.index_select(0, update.index) - source.index_select(1, update.index)
+
+
+def _thin(update: _Update, change: Tensor, k: int) -> Tensor:
+    """The update layer's response (K, B, ...) to the K lesions' ``change`` (B, K*s, ...) alone."""
+    weight, layer = update.weight, update.layer
+    b = len(change)
     if isinstance(layer, nn.Linear):  # (K, B, s*P) @ (K, s*P, out)
-        return torch.bmm(change.reshape(b, k, -1).transpose(0, 1), weight), peak
+        return torch.bmm(change.reshape(b, k, -1).transpose(0, 1), weight)
     conv = _CONV_FN[weight.dim()]
     delta = conv(change, weight, None, layer.stride, layer.padding, layer.dilation, k)
-    return delta.view(b, k, -1, *delta.shape[2:]).transpose(0, 1), peak
+    return delta.view(b, k, -1, *delta.shape[2:]).transpose(0, 1)
+
+
+def _certified(
+    chunk: _Chunk, certificates: _Certificates, values: dict[str, Tensor], peaks: dict[str, Tensor],
+    k: int, memory: int, tops: Tensor, ties: Tensor, offset: int,
+) -> None:
+    """Fill the chunk's rows of ``tops``/``ties`` for one data batch: the intact top-k where the
+    lesion is certified harmless (:func:`~lesion.engine._certify.certify`), the suffix on the
+    other (lesion, sample) rows, ``memory // cut.row_bytes`` rows at a time. A row's update-layer
+    output is one weighted sum of rows of :meth:`_Certificates.table` (``embedding_bag``): its
+    intact output plus each lesioned column's change times that column's weights."""
+    update, cut = chunk.lesion, chunk.cut
+    bounds = certificates.get(chunk, offset, values)
+    if not isinstance(update, _Update) or bounds is None:
+        return
+    source, intact = values[cut.source], values[cut.cut]
+    b, n, width = len(source), len(update.gain), update.valid.shape[1]
+    change = _change(update, chunk.fill, source).reshape(b, n, width, -1)
+    change = (change * update.valid[None, :, :, None]).reshape(b, n, -1)  # (B, K, c), padding zeroed
+    per_unit = change.shape[2] // width
+    columns = (update.index[:, None] * per_unit + torch.arange(per_unit, device=source.device)).view(n, -1)  # (K, c)
+    certified = certify(certificates.layers[cut.layer], bounds, change.permute(1, 2, 0).contiguous(), columns.view(-1))
+    lesions, samples = (~certified).nonzero(as_tuple=True)
+    tops[chunk.rows, offset : offset + b] = bounds.top.to(tops.dtype)
+    if not len(lesions):
+        return
+    table = certificates.table(cut, offset, values)
+    guard = _Guard(chunk, source, _intact_peak(peaks, cut.cut, intact))
+    n_inputs = len(table) - b
+    step = max(1, memory // cut.row_bytes)
+    for start in range(0, len(lesions), step):
+        rows_l, rows_s = lesions[start : start + step], samples[start : start + step]
+        weights = change[rows_s, rows_l]  # (R, c)
+        bags = torch.cat([columns[rows_l], (n_inputs + rows_s)[:, None]], 1)  # (R, c + 1) rows of the table
+        out = F.embedding_bag(bags, table, per_sample_weights=torch.cat([weights, weights.new_ones(len(weights), 1)], 1), mode="sum")
+
+        def delta(rows: Tensor, bags: Tensor = bags, weights: Tensor = weights) -> Tensor:
+            return F.embedding_bag(bags[rows, :-1], table, per_sample_weights=weights[rows], mode="sum")
+
+        guard(rows_l, rows_s, _peak(weights), delta, out, (torch.arange(len(out), device=out.device),))
+        top, tie = topk_and_ties(cut.suffix(out), k)
+        tops[chunk.rows.start + rows_l, offset + rows_s] = top.to(tops.dtype)
+        ties.index_add_(0, chunk.rows.start + rows_l, tie.long())
 
 
 class _IntactValues:
@@ -445,7 +585,7 @@ class _IntactValues:
 
 
 def _evaluate_round(
-    intact: _IntactValues, chunks: list[_Chunk], k: int, tops: Tensor, ties: Tensor, options: _Options
+    intact: _IntactValues, certificates: _Certificates, chunks: list[_Chunk], k: int, tops: Tensor, ties: Tensor, options: _Options
 ) -> dict[str, Exception]:
     """Fill ``tops`` (R, N, k) and ``ties`` (R,) for the round's lesions, data batches outside.
 
@@ -463,6 +603,9 @@ def _evaluate_round(
                     continue
                 try:
                     n = chunk.rows.stop - chunk.rows.start
+                    if chunk.cut.layer in certificates.layers and isinstance(chunk.lesion, _Update):
+                        _certified(chunk, certificates, current, peaks, k, options.memory, tops, ties, offset)
+                        continue
                     with precision:
                         inputs = [_lesioned(chunk, current, peaks)] + [
                             _tile(current[name], n) if tiled else current[name]

@@ -12,6 +12,10 @@ The network is traced with :mod:`torch.fx`. For one lesioned layer ``L`` a :clas
 * ``suffix``: a GraphModule of every node that depends on the cut value; its inputs (``carried``)
   are the cut value and every earlier value it consumes (skip connections too), which the engine
   tiles K times (K lesions x B samples rows, lesion-major).
+* ``bound``: for a Linear ``update`` whose suffix is a chain the engine can bound (:class:`SuffixBound`:
+  eval batch norms and dropouts, at most one monotone activation of slope in [0, 1], then the
+  logits Linear, or nothing), the pieces :mod:`lesion.engine._certify` needs to prove, per lesion
+  and sample, that the top-k predictions cannot change.
 
 The graph is traced in eval mode and its in-place writes are made explicit (:func:`functionalize`).
 A layer qualifies only if tiling is exact for it: shape propagation at two batch sizes shows that
@@ -180,6 +184,91 @@ class Cut:
     tiled: list[bool]
     suffix: fx.GraphModule
     row_bytes: int  # bytes per (lesion, sample) row of the tiled values in flight
+    bound: SuffixBound | None = None
+
+
+#: Monotone activations whose slope lies in [0, 1] everywhere (besides ReLU, which is bounded tighter).
+_MONOTONE_MODULES = (nn.ReLU6, nn.Hardtanh, nn.Sigmoid, nn.Tanh)
+_MONOTONE_FUNCTIONS = {F.relu6, torch.sigmoid, torch.tanh, F.hardtanh}
+_RELU_FUNCTIONS = {torch.relu, F.relu}
+_IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.AlphaDropout)
+
+
+@dataclass
+class SuffixBound:
+    """The suffix after a Linear cut as ``logits = final(post(act(pre(z))))`` on (B, F) values.
+
+    ``pre``: eval batch norms / identities, an affine map ``y = scale * z + shift`` per feature
+    (``scale`` (F,)); ``activation``: None, ``"relu"`` or ``"monotone"`` (slope in [0, 1]), run by
+    the node ``act``; ``post``: identities; ``final``: the logits Linear (None: ``y`` are the logits,
+    and then there is no activation).
+    """
+
+    pre: list[fx.Node]
+    act: fx.Node | None
+    activation: str | None
+    post: list[fx.Node]
+    final: nn.Linear | None
+    scale: Tensor
+    modules: dict[str, nn.Module]
+
+
+def _activation_kind(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
+    if node.op == "call_module":
+        module = modules[node.target]  # type: ignore[index]
+        if type(module) is nn.ReLU:
+            return "relu"
+        if type(module) is nn.LeakyReLU and 0 <= module.negative_slope <= 1:
+            return "monotone"
+        return "monotone" if type(module) in _MONOTONE_MODULES else None
+    if node.op == "call_function":
+        if node.target in _RELU_FUNCTIONS:
+            return "relu"
+        return "monotone" if node.target in _MONOTONE_FUNCTIONS else None
+    if node.op == "call_method":
+        return {"relu": "relu", "sigmoid": "monotone", "tanh": "monotone"}.get(str(node.target))
+    return None
+
+
+def suffix_bound(suffix: fx.GraphModule, features: int) -> SuffixBound | None:
+    """The :class:`SuffixBound` of a cut's ``suffix`` (one input, (B, ``features``)), or None when
+    it is not such a chain (then every lesion of the layer is evaluated in full)."""
+    modules = dict(suffix.named_modules())
+    nodes = list(suffix.graph.nodes)
+    inputs = [n for n in nodes if n.op == "placeholder"]
+    output = next(n for n in nodes if n.op == "output")
+    body = [n for n in nodes if n.op not in ("placeholder", "output")]
+    if len(inputs) != 1 or not isinstance(output.args[0], fx.Node):
+        return None
+    previous = inputs[0]
+    for node in [*body, output]:  # a chain: each node reads only the previous one, which nothing else reads
+        if node.all_input_nodes != [previous] or node.args[0] is not previous or len(previous.users) != 1:
+            return None
+        previous = node
+    scale = torch.ones(features)
+    pre: list[fx.Node] = []
+    post: list[fx.Node] = []
+    act, activation, final = None, None, None
+    for i, node in enumerate(body):
+        module = modules.get(str(node.target)) if node.op == "call_module" else None
+        if isinstance(module, _IDENTITY_MODULES) and not module.training and not node.kwargs and len(node.args) == 1:
+            (post if act is not None else pre).append(node)
+        elif (
+            act is None and type(module) is nn.BatchNorm1d and not module.training
+            and module.running_var is not None and not node.kwargs and len(node.args) == 1
+        ):  # fmt: skip
+            gain = module.weight.detach().float().cpu() if module.weight is not None else torch.ones(features)
+            scale = scale * gain / torch.sqrt(module.running_var.detach().float().cpu() + module.eps)
+            pre.append(node)
+        elif act is None and _activation_kind(node, modules) is not None and len(node.args) == 1 and not node.kwargs:
+            act, activation = node, _activation_kind(node, modules)
+        elif isinstance(module, nn.Linear) and i == len(body) - 1 and len(node.args) == 1 and not node.kwargs:
+            final = module
+        else:
+            return None
+    if final is None and act is not None:
+        return None
+    return SuffixBound(pre, act, activation, post, final, scale, modules)
 
 
 def make_cut(gm: fx.GraphModule, layer: str, unit_dim: int, incremental: bool = True) -> Cut:
@@ -231,9 +320,14 @@ def make_cut(gm: fx.GraphModule, layer: str, unit_dim: int, incremental: bool = 
             raise LesionError(f"{node.format_node()} after layer {layer!r} writes in place a value computed before the cut")
     in_flight = [_per_sample_bytes(n) for n in suffix_nodes]
     row_bytes = sum(_per_sample_bytes(n) for n, t in zip(carried, tiled, strict=True) if t) + 2 * max(in_flight, default=0)
+    suffix = _subgraph(gm, carried, suffix_nodes)
+    cut_meta = _meta(cut)
+    bound = None
+    if isinstance(update, nn.Linear) and len(carried) == 1 and cut_meta is not None and len(cut_meta.shape) == 2:
+        bound = suffix_bound(suffix, update.out_features)
     return Cut(
         layer, tuple(meta.shape[1:]), dim, chain, source.name, update, flatten, cut.name,
-        [n.name for n in carried], tiled, _subgraph(gm, carried, suffix_nodes), max(row_bytes, 1),
+        [n.name for n in carried], tiled, suffix, max(row_bytes, 1), bound,
     )  # fmt: skip
 
 
