@@ -6,32 +6,24 @@ import numpy as np
 import pytest
 import torch
 
+from fixtures.search_runs import E, toy_split
 from lesion import LesionError
 from lesion.data import Split, digits
 from lesion.search import improve, training_part, validation_split
 from lesion.store import Run
 from lesion.testing import toy_network
 
-E = torch.eye(4)
-NAMES = ("c0", "c1", "c2", "c3")
-
-
-def _split(name: str, groups: list[tuple[torch.Tensor, int, int]]) -> Split:
-    rows = [x for x, _, count in groups for _ in range(count)]
-    labels = [label for _, label, count in groups for _ in range(count)]
-    return Split(name, torch.stack(rows), torch.tensor(labels), NAMES)
-
 
 def _train() -> Split:
     """Every validation draw favours lesioning hidden:4 (it fixes the confusing class-2 samples e2+e3)
     and punishes hidden:0 (the class-0 samples e0 need it)."""
-    return _split("toy/train", [(E[0], 0, 10), (E[2] + E[3], 2, 10), (torch.zeros(4), 3, 5)])
+    return toy_split("toy/train", [(E[0], 0, 10), (E[2] + E[3], 2, 10), (torch.zeros(4), 3, 5)])
 
 
 def _test() -> Split:
     """Test disagrees by construction: lesioning hidden:0 fixes 6 samples (e0 labelled 3); lesioning
     hidden:4 breaks 4 (e3 labelled 0, won by hidden:4's vote for class 0) and fixes none."""
-    return _split("toy/test-disagreeing", [(E[0], 3, 6), (E[2], 2, 4), (E[3], 0, 4)])
+    return toy_split("toy/test-disagreeing", [(E[0], 3, 6), (E[2], 2, 4), (E[3], 0, 4)])
 
 
 def test_choice_is_made_on_validation_never_on_test(tmp_path):
@@ -71,7 +63,7 @@ def test_validation_part_is_seeded_stratified_and_the_training_part_its_compleme
 
 def test_class_objective_respects_the_tolerance(tmp_path):
     # validation where hidden:4 fixes class 2 but breaks class 0 (e3 labelled 0)
-    train = _split("toy/train2", [(E[3], 0, 10), (E[2] + E[3], 2, 10), (torch.zeros(4), 3, 5)])
+    train = toy_split("toy/train2", [(E[3], 0, 10), (E[2] + E[3], 2, 10), (torch.zeros(4), 3, 5)])
     strict = improve(toy_network(), train, _test(), "hidden", tmp_path / "strict", target=2, validation=0.4)
     assert strict.lesion.key == "intact"  # any gain for class 2 costs class 0 everything
     assert strict.classes["test_change"].isna().all()  # nothing chosen: test is not evaluated
@@ -84,7 +76,7 @@ def test_class_objective_respects_the_tolerance(tmp_path):
 
 def test_greedy_adds_units_while_they_help_and_resumes(tmp_path):
     # e3 labelled 3 is fixed by lesioning hidden:4; e0 + e3 labelled 3 only by lesioning hidden:0 and 4 together
-    train = _split("toy/train3", [(E[3], 3, 10), (E[0] + E[3], 3, 10), (E[1], 1, 10)])
+    train = toy_split("toy/train3", [(E[3], 3, 10), (E[0] + E[3], 3, 10), (E[1], 1, 10)])
     first = improve(toy_network(), train, _test(), "hidden", tmp_path / "g", validation=0.5, beam=2)
     assert first.lesion.key == "hidden:0,4"
     steps = first.steps

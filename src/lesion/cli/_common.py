@@ -358,3 +358,16 @@ def with_engine_options(command: Any) -> Any:
     wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
     return wrapper
+
+
+def local_engine(engine: Any, command: str, why: str) -> Any:
+    """``engine`` (an ``EngineConfig``, default: the defaults) if it runs here; `LesionError` for ``--backend ray`` /
+    ``--address``, which ``command`` does not take (``why``: what it does in this process instead)."""
+    from lesion.studies._engine import EngineConfig
+
+    engine = engine or EngineConfig()
+    if engine.address is not None:
+        raise LesionError(f"--address: for --backend ray only, which {command} does not take; got --address {engine.address!r}")
+    if engine.backend != "local":
+        raise LesionError(f"--backend: {why} (--backend {engine.backend} shards sweeps only); use --backend local")
+    return engine

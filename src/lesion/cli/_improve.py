@@ -22,6 +22,7 @@ from lesion.cli._common import (
     console,
     load_data,
     load_net,
+    local_engine,
     with_engine_options,
 )
 from lesion.studies._engine import EngineConfig
@@ -66,14 +67,7 @@ def improve(
 
     import lesion
 
-    engine = engine or EngineConfig()
-    if engine.address is not None:
-        raise LesionError(f"--address: for --backend ray only, which improve does not take; got --address {engine.address!r}")
-    if engine.backend != "local":
-        raise LesionError(
-            f"--backend: improve's greedy steps each sweep a few lesions chosen from the previous step's outcomes, in this "
-            f"process (--backend {engine.backend} shards large sweeps only); use --backend local"
-        )
+    engine = local_engine(engine, "improve", "improve's greedy steps each sweep a few lesions chosen from the previous step's outcomes, in this process")
     check_out_dir(out)
     dataset = load_data(data, data_dir, normalize)
     if dataset.train is None:

@@ -19,6 +19,7 @@ from lesion.cli._common import (
     ModelOpt,
     NormalizeOpt,
     console,
+    local_engine,
     model_and_split,
     with_engine_options,
 )
@@ -61,14 +62,7 @@ def shapley(
     import lesion
     from lesion.plots._shapley import plot_shapley
 
-    engine = engine or EngineConfig()
-    if engine.address is not None:
-        raise LesionError(f"--address: for --backend ray only, which shapley does not take; got --address {engine.address!r}")
-    if engine.backend != "local":
-        raise LesionError(
-            f"--backend: shapley evaluates its chains of coalitions in this process, many per pass (--backend {engine.backend} "
-            "shards sweeps only); use --backend local"
-        )
+    engine = local_engine(engine, "shapley", "shapley evaluates its chains of coalitions in this process, many per pass")
     net, split = model_and_split(model, checkpoint, model_arg, data, data_dir, normalize, limit, engine.device)
     result = lesion.shapley(
         net, split, select, out, group=group, method=method.value, permutations=permutations, tolerance=tolerance,
