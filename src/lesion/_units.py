@@ -312,3 +312,32 @@ def format_units(units: Sequence[int]) -> str:
         parts.append(str(units[i]) if j == i else f"{units[i]}-{units[j]}")
         i = j + 1
     return ",".join(parts)
+
+
+def sequential_child(model: nn.Module, layer: str, what: str) -> tuple[nn.Sequential, str, str]:
+    """The ``nn.Sequential`` that holds ``layer`` as a child (``model`` itself for a top-level name,
+    else the module named by the part before the last dot), that name (``""`` at the top) and the
+    child's name; `LesionError` (its message starting with ``what``) otherwise.
+
+    >>> sequential_child(nn.Sequential(nn.Linear(2, 2)), "0", "rotate")[1:]
+    ('', '0')
+    """
+    parent, _, child = layer.rpartition(".")
+    if not parent:
+        if not isinstance(model, nn.Sequential):
+            raise LesionError(f"{what}: model must be an nn.Sequential for a top-level layer, got {type(model).__name__}")
+        container = model
+    else:
+        try:
+            found = model.get_submodule(parent)
+        except AttributeError:
+            names = [name for name, _ in model.named_modules() if name]
+            raise LesionError(f"{what}: layer {layer!r}: model has no module {parent!r}{closest(parent, names)}") from None
+        if not isinstance(found, nn.Sequential):
+            raise LesionError(f"{what}: layer {layer!r} must sit in an nn.Sequential, but {parent!r} is a {type(found).__name__}")
+        container = found
+    names = [name for name, _ in container.named_children()]
+    if child not in names:
+        where = f"layer of {parent!r}" if parent else "top-level layer"
+        raise LesionError(f"{what}: unknown {where} {layer!r}{closest(child, names)}")
+    return container, parent, child

@@ -22,7 +22,8 @@ import torch
 from scipy.stats import ortho_group
 from torch import nn
 
-from lesion._errors import LesionError, check_int, closest
+from lesion._errors import LesionError, check_int
+from lesion._units import sequential_child
 
 _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -79,12 +80,8 @@ def rotate(model: nn.Module, layer: str, *, seed: int = 0, q: torch.Tensor | Non
     -------
     Rotated
     """
-    parent, _, child = layer.rpartition(".")
-    container = _container(model, parent, layer)
+    container, parent, child = sequential_child(model, layer, "rotate")
     names = [name for name, _ in container.named_children()]
-    if child not in names:
-        where = f"layer of {parent!r}" if parent else "top-level layer"
-        raise LesionError(f"rotate: unknown {where} {layer!r}{closest(child, names)}")
     source = getattr(container, child)
     if not isinstance(source, _WEIGHTED):
         raise LesionError(f"rotate: layer {layer!r} must be a Linear or Conv, got {type(source).__name__}")
@@ -118,22 +115,6 @@ def rotate(model: nn.Module, layer: str, *, seed: int = 0, q: torch.Tensor | Non
         new = rotated
     prefix = f"{parent}." if parent else ""
     return Rotated(new.eval(), f"{layer}_rotated", q, f"{prefix}{following}")
-
-
-def _container(model: nn.Module, parent: str, layer: str) -> nn.Sequential:
-    """The ``nn.Sequential`` holding ``layer`` (``model`` itself when ``parent`` is empty)."""
-    if not parent:
-        if not isinstance(model, nn.Sequential):
-            raise LesionError(f"rotate: model must be an nn.Sequential for a top-level layer, got {type(model).__name__}")
-        return model
-    try:
-        container = model.get_submodule(parent)
-    except AttributeError:
-        names = [name for name, _ in model.named_modules() if name]
-        raise LesionError(f"rotate: layer {layer!r}: model has no module {parent!r}{closest(parent, names)}") from None
-    if not isinstance(container, nn.Sequential):
-        raise LesionError(f"rotate: layer {layer!r} must sit in an nn.Sequential, but {parent!r} is a {type(container).__name__}")
-    return container
 
 
 def _rotation_module(source: nn.Module, q: torch.Tensor, dtype: torch.dtype) -> nn.Module:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -202,7 +203,7 @@ def _run(
     dtype = _index_dtype(split.n_classes)
     per_round = max(1, ROUND_BYTES // max(1, n * k * torch.empty((), dtype=dtype).element_size()))
     modules = dict(gm.named_modules())
-    intact = _IntactValues(gm, split, batch_size, device, options)
+    intact = IntactValues(gm, split, batch_size, device, options.autocast, options.channels_last)
     certificates = _Certificates(_layer_bounds(cuts, n, options, device), k)
     failed: set[str] = set()
     for start in range(0, len(fast), per_round):
@@ -356,7 +357,7 @@ def _chunks(
             stop += 1
         if layer not in failed:
             try:
-                fill = _fill(cut, modules, method, means, device)
+                fill = fill_value(cut, modules, method, means, device)
                 chunks.append(_chunk(slice(start, stop), cut, fill, [lesion.units[0][1] for lesion in lesions[start:stop]], device))
             except Exception as error:  # any failure of the fast path: this layer takes the reference path
                 failed[layer] = error
@@ -376,12 +377,17 @@ def chunk_size(cut: Cut, batch: int, memory: int) -> int:
     return max(1, memory // (batch * cut.row_bytes))
 
 
-def _fill(cut: Cut, modules: dict[str, nn.Module], method: str, means: Mapping[str, Tensor] | None, device: torch.device) -> Tensor:
-    """The lesioned units' replacement (0 or the mean map) carried through the channel-wise chain."""
+def fill_value(cut: Cut, modules: dict[str, nn.Module], method: str, means: Mapping[str, Tensor] | None, device: torch.device) -> Tensor:
+    """The lesioned units' replacement (0 or the mean map) carried through the channel-wise chain, per
+    sample: shape of the cut value without the batch dimension."""
     if method == "zero":
         base = torch.zeros(cut.shape, device=device)
     else:
-        base = means[cut.layer].to(device=device, dtype=torch.float32).clone()  # type: ignore[index]
+        if means is None or cut.layer not in means:
+            raise LesionError(f"method 'mean': no means were given for layer {cut.layer!r}")
+        if tuple(means[cut.layer].shape) != cut.shape:
+            raise LesionError(f"means[{cut.layer!r}] has shape {tuple(means[cut.layer].shape)}; the layer's output per sample is {cut.shape}")
+        base = means[cut.layer].to(device=device, dtype=torch.float32).clone()
     x = base.unsqueeze(0)
     for node in cut.chain:
         x = apply_node(node, modules, x)
@@ -504,18 +510,16 @@ def _thin(update: _Update, change: Tensor, k: int) -> Tensor:
 
 
 def _certified(
-    chunk: _Chunk, certificates: _Certificates, values: dict[str, Tensor], peaks: dict[str, Tensor],
+    chunk: _Chunk, certificates: _Certificates, bounds: SampleBounds, values: dict[str, Tensor], peaks: dict[str, Tensor],
     k: int, memory: int, tops: Tensor, ties: Tensor, offset: int,
 ) -> None:
     """Fill the chunk's rows of ``tops``/``ties`` for one data batch: the intact top-k where the
     lesion is certified harmless (:func:`~lesion.engine._certify.certify`), the suffix on the
     other (lesion, sample) rows, ``memory // cut.row_bytes`` rows at a time. A row's update-layer
     output is one weighted sum of rows of :meth:`_Certificates.table` (``embedding_bag``): its
-    intact output plus each lesioned column's change times that column's weights."""
-    update, cut = chunk.lesion, chunk.cut
-    bounds = certificates.get(chunk, offset, values)
-    if not isinstance(update, _Update) or bounds is None:
-        return
+    intact output plus each lesioned column's change times that column's weights. ``bounds``: the
+    chunk's certificates on this batch (:meth:`_Certificates.get`)."""
+    update, cut = cast(_Update, chunk.lesion), chunk.cut  # certificates exist for updates only
     source, intact = values[cut.source], values[cut.cut]
     b, n, width = len(source), len(update.gain), update.valid.shape[1]
     change = _change(update, chunk.fill, source).reshape(b, n, width, -1)
@@ -546,15 +550,17 @@ def _certified(
         ties.index_add_(0, chunk.rows.start + rows_l, tie.long())
 
 
-class _IntactValues:
+class IntactValues:
     """The intact network's values at a round's cuts, batch by batch over the split.
 
     ``batches(names)`` yields (offset, {name: value (B, ...)}); the values of the last ``names`` are
     kept for the next call when the whole split's fit in :data:`CACHE_BYTES`.
     """
 
-    def __init__(self, gm: fx.GraphModule, split: Split, batch_size: int, device: torch.device, options: _Options) -> None:
-        self.gm, self.split, self.batch_size, self.device, self.options = gm, split, batch_size, device, options
+    def __init__(self, gm: fx.GraphModule, split: Split, batch_size: int, device: torch.device, autocast: str | None,
+                 channels_last: bool) -> None:
+        self.gm, self.split, self.batch_size, self.device = gm, split, batch_size, device
+        self.autocast, self.channels_last = autocast, channels_last
         self.modules: dict[tuple[str, ...], fx.GraphModule] = {}
         self.names: tuple[str, ...] = ()
         self.kept: list[tuple[int, dict[str, Tensor]]] | None = None
@@ -565,12 +571,12 @@ class _IntactValues:
             return
         if names not in self.modules:
             self.modules[names] = values_module(self.gm, list(names))
-        precision = autocast_context(self.options.autocast, self.device)
+        precision = autocast_context(self.autocast, self.device)
         kept: list[tuple[int, dict[str, Tensor]]] | None = []
         offset, size = 0, 0
         for x, _ in self.split.batches(self.batch_size):
             x = x.to(self.device)
-            if self.options.channels_last and x.dim() == 4:
+            if self.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             with precision:
                 current = dict(zip(names, self.modules[names](x), strict=True))
@@ -585,7 +591,7 @@ class _IntactValues:
 
 
 def _evaluate_round(
-    intact: _IntactValues, certificates: _Certificates, chunks: list[_Chunk], k: int, tops: Tensor, ties: Tensor, options: _Options
+    intact: IntactValues, certificates: _Certificates, chunks: list[_Chunk], k: int, tops: Tensor, ties: Tensor, options: _Options
 ) -> dict[str, Exception]:
     """Fill ``tops`` (R, N, k) and ``ties`` (R,) for the round's lesions, data batches outside.
 
@@ -603,8 +609,9 @@ def _evaluate_round(
                     continue
                 try:
                     n = chunk.rows.stop - chunk.rows.start
-                    if chunk.cut.layer in certificates.layers and isinstance(chunk.lesion, _Update):
-                        _certified(chunk, certificates, current, peaks, k, options.memory, tops, ties, offset)
+                    bounds = certificates.get(chunk, offset, current)
+                    if bounds is not None:
+                        _certified(chunk, certificates, bounds, current, peaks, k, options.memory, tops, ties, offset)
                         continue
                     with precision:
                         inputs = [_lesioned(chunk, current, peaks)] + [

@@ -80,13 +80,13 @@ class Limits:
         return table, min(self.heatmap_rows, max(1, self.heatmap_cells // n_classes))
 
 
-def _round(values: np.ndarray | pd.Series, digits: int) -> list[float | None]:
+def rounded(values: Any, digits: int) -> list[float | None]:
     """Values rounded for the file; NaN becomes None (JSON null)."""
     array = np.asarray(values, dtype=np.float64)
     return [None if math.isnan(v) else round(float(v), digits) for v in array]
 
 
-def _sig(values: np.ndarray, digits: int = 3) -> list[float | None]:
+def significant(values: Any, digits: int = 3) -> list[float | None]:
     """Values to ``digits`` significant digits (p-values)."""
     return [None if math.isnan(v) else float(f"{v:.{digits}g}") for v in np.asarray(values, dtype=np.float64)]
 
@@ -154,15 +154,15 @@ def run_payload(run: Run, limits: Limits | None = None) -> dict[str, Any]:
         "plan": [str(v) for v in finished["plan"].to_numpy()[table]],
         "layers": [str(v) for v in finished["layers"].to_numpy()[table]],
         "size": [int(v) for v in finished["size"].to_numpy()[table]],
-        "d1": _round(change[table, -1], 3),
-        "dk": _round(change_k[table, -1], 3),
+        "d1": rounded(change[table, -1], 3),
+        "dk": rounded(change_k[table, -1], 3),
         "lost": [int(v) for v in lost[table, -1]],
         "gained": [int(v) for v in gained[table, -1]],
-        "p": _sig(p[table, -1]),
-        "q": _sig(q[table, -1]),
+        "p": significant(p[table, -1]),
+        "q": significant(q[table, -1]),
         "sig": [int(v) for v in reject[table, -1]],
         "near": [int(v) for v in finished["near_ties"].fillna(0).to_numpy()[table]],
-        "cls": [_round(row, 3) for row in change[table, :-1]],
+        "cls": [rounded(row, 3) for row in change[table, :-1]],
     }
     heat = _chosen(change[table, -1], heatmap_rows)
     if len(heat) < len(table):
@@ -183,7 +183,7 @@ def run_payload(run: Run, limits: Limits | None = None) -> dict[str, Any]:
     bars = {
         "lost": [[int(v) for v in row] for row in lost[table, :-1]],
         "gained": [[int(v) for v in row] for row in gained[table, :-1]],
-        "q": [_sig(row) for row in q[table, :-1]],
+        "q": [significant(row) for row in q[table, :-1]],
         "sig": [[int(v) for v in row] for row in reject[table, :-1]],
     }
     return {
@@ -194,8 +194,8 @@ def run_payload(run: Run, limits: Limits | None = None) -> dict[str, Any]:
         "intact": {
             "n": counts["n"],
             "correct": counts["correct"],
-            "top1": _round(intact_top1[:-1] * 100, 3),
-            "topk": _round(intact_topk[:-1] * 100, 3),
+            "top1": rounded(intact_top1[:-1] * 100, 3),
+            "topk": rounded(intact_topk[:-1] * 100, 3),
             "overall": {"top1": round(float(intact_top1[-1]) * 100, 3), "topk": round(float(intact_topk[-1]) * 100, 3)},
         },
         "lesions": payload_lesions,
@@ -224,9 +224,9 @@ def _groups(finished: pd.DataFrame, overall: np.ndarray, significant: np.ndarray
         "plan": table["plan"].tolist(),
         "layers": table["layers"].tolist(),
         "n": [int(v) for v in table["size"]],
-        "mean": _round(table["mean"], 3),
-        "worst": _round(table["min"], 3),
-        "best": _round(table["max"], 3),
+        "mean": rounded(table["mean"], 3),
+        "worst": rounded(table["min"], 3),
+        "best": rounded(table["max"], 3),
         "sig": [int(v) for v in table["sig"]],
     }
 
@@ -330,6 +330,6 @@ def _pairs(keys: list[str], change: np.ndarray, classes: list[str]) -> dict[str,
         "pair": list(parts),
         "a": [a for a, _ in parts.values()],
         "b": [b for _, b in parts.values()],
-        "syn": _round(synergy[:, 0], 3),
-        "cls": [_round(row, 3) for row in synergy[:, 1:]],
+        "syn": rounded(synergy[:, 0], 3),
+        "cls": [rounded(row, 3) for row in synergy[:, 1:]],
     }

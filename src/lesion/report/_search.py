@@ -11,13 +11,13 @@ page says why. Accuracies are turned into percentage points once, here.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from lesion.report._data import rounded, significant
 from lesion.store import DB_NAME, Run
 
 #: Stored numbers and the run database agree within this (accuracies; CSVs keep 15+ digits).
@@ -33,15 +33,11 @@ IMPROVE_COLUMNS = ("class", "class_name", "val_intact", "val_lesion", "val_chang
 
 def _pp(values: Any, digits: int = 4) -> list[float | None]:
     """Accuracies (fractions) as percentage points, rounded; NaN becomes None."""
-    return [None if math.isnan(v) else round(100.0 * v, digits) for v in np.asarray(values, dtype=np.float64)]
+    return rounded(100.0 * np.asarray(values, dtype=np.float64), digits)
 
 
 def _raw(values: Any, digits: int = 6) -> list[float | None]:
-    return [None if math.isnan(v) else round(float(v), digits) for v in np.asarray(values, dtype=np.float64)]
-
-
-def _sig(values: Any, digits: int = 3) -> list[float | None]:
-    return [None if math.isnan(v) else float(f"{v:.{digits}g}") for v in np.asarray(values, dtype=np.float64)]
+    return rounded(values, digits)
 
 
 def is_improve_dir(path: Path) -> bool:
@@ -239,8 +235,8 @@ def improve_payload(folder: Path, label: str, study: Path | None = None) -> dict
         **{col: _pp(classes[col], 3) for col in ("val_intact", "val_lesion", "val_change", "test_intact", "test_lesion", "test_change")},
         "lost": [int(v) for v in classes["lost"]],
         "gained": [int(v) for v in classes["gained"]],
-        "p": _sig(classes["p"]),
-        "q": _sig(classes["q"]),
+        "p": significant(classes["p"]),
+        "q": significant(classes["q"]),
         "held": held,
     }
     per_class = [h for c, h in zip(classes["class"], held, strict=True) if c >= 0 and h is not None]

@@ -34,16 +34,14 @@ from lesion._forward import standard_attention
 from lesion._lesion import Lesion, check_lesions
 from lesion.data import Split
 from lesion.engine import EngineOptions, eval_mode, model_device, topk_and_ties
-from lesion.engine._fast import CACHE_BYTES, default_memory
+from lesion.engine._fast import IntactValues, default_memory, fill_value
 from lesion.engine._reference import autocast_context
 from lesion.engine._split_graph import (
     PROBE_SIZES,
     Cut,
-    apply_node,
     make_cut,
     propagate_shapes,
     trace,
-    values_module,
 )
 
 
@@ -67,8 +65,7 @@ class LayerCoalitions:
         for i, player in enumerate(players):
             owner[list(player.units[0][1])] = i
         self.owner = owner.to(self.device)
-        self.values = values_module(gm, list(cut.carried))
-        self.kept: list[tuple[list[Tensor], Tensor]] | None = None
+        self.intact = IntactValues(gm, split, options.batch_size, self.device, options.autocast, options.channels_last)
         if options.compile:
             self.cut.suffix = torch.compile(self.cut.suffix, dynamic=True)  # type: ignore[assignment]
 
@@ -88,7 +85,7 @@ class LayerCoalitions:
             with eval_mode(model), standard_attention(model), torch.inference_mode():
                 propagate_shapes(gm, example)
                 cut = make_cut(gm, layer, unit_dim, incremental=False)
-                fill = _fill(cut, dict(gm.named_modules()), players[0].method, means, model_device(model))
+                fill = fill_value(cut, dict(gm.named_modules()), players[0].method, means, model_device(model))
         except Exception as error:  # any cause: one forward per coalition instead (the engine then says why)
             if options.engine == "fast":
                 reason = str(error) if isinstance(error, LesionError) else f"{type(error).__name__}: {error}"
@@ -233,27 +230,12 @@ class LayerCoalitions:
         return self.cut.suffix(*inputs)
 
     def _intact(self) -> Iterator[tuple[list[Tensor], Tensor]]:
-        """Per data batch: the intact values the suffix takes (``cut.carried``) and the labels."""
-        if self.kept is not None:
-            yield from self.kept
-            return
-        kept: list[tuple[list[Tensor], Tensor]] | None = []
-        size = 0
-        precision = autocast_context(self.options.autocast, self.device)
-        for x, y in self.split.batches(self.options.batch_size):
-            x = x.to(self.device)
-            if self.options.channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with precision:
-                carried = list(self.values(x))
-            labels = y.to(self.device)
-            size += sum(v.nbytes for v in carried if isinstance(v, Tensor))
-            kept = kept if kept is not None and size <= CACHE_BYTES else None
-            if kept is not None:
-                kept.append((carried, labels))
-            yield carried, labels
-        self.kept = kept
-
+        """Per data batch: the intact values the suffix takes (``cut.carried``) and the labels (kept for
+        the whole split when they fit, as the engine's)."""
+        names = tuple(self.cut.carried)
+        for offset, values in self.intact.batches(names):
+            carried = [values[name] for name in names]
+            yield carried, self.split.labels[offset : offset + len(carried[0])].to(self.device)
 
 def _top1_correct(logits: Tensor, labels: Tensor) -> Tensor:
     """Whether the engine's top-1 (:func:`~lesion.engine.topk_and_ties`) is the label: (R, classes),
@@ -270,18 +252,3 @@ def _top1_correct(logits: Tensor, labels: Tensor) -> Tensor:
         correct[rows] = top[:, 0] == labels[rows]
     return correct
 
-
-def _fill(cut: Cut, modules: dict[str, nn.Module], method: str, means: Mapping[str, Tensor] | None, device: torch.device) -> Tensor:
-    """The lesioned units' replacement (0 or the mean map) carried through the channel-wise chain, per sample."""
-    if method == "zero":
-        base = torch.zeros(cut.shape, device=device)
-    else:
-        if means is None or cut.layer not in means:
-            raise LesionError(f"method 'mean': no means were given for layer {cut.layer!r}")
-        if tuple(means[cut.layer].shape) != cut.shape:
-            raise LesionError(f"means[{cut.layer!r}] has shape {tuple(means[cut.layer].shape)}; the layer's output per sample is {cut.shape}")
-        base = means[cut.layer].to(device=device, dtype=torch.float32).clone()
-    x = base.unsqueeze(0)
-    for node in cut.chain:
-        x = apply_node(node, modules, x)
-    return x[0]

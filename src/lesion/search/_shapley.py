@@ -310,10 +310,9 @@ class _Game:
         try:
             for les in [INTACT, *unique]:
                 self.counts[les.key] = self._vector(les, run.correct(les.key)[0])
-            for name in run.meta("shapley:chunks") or []:
-                self.counts.update({key: np.asarray(v, dtype=np.float64) for key, v in run.meta(name).items()})
         finally:
             run.close()
+        self.counts.update(self._chunks("shapley:chunks"))
 
     def play(self, coalitions: list[Sequence[int]], orders: np.ndarray | None = None) -> None:
         """Evaluate the coalitions (each the indices of its lesioned players) and the proper prefixes of
@@ -325,22 +324,14 @@ class _Game:
             coalitions = [tuple(order[:j]) for order in orders for j in range(1, len(order))] + list(coalitions)
         todo: dict[str, tuple[Lesion, Sequence[int]]] = {}
         for members in coalitions:
-            lesion = coalition(self.players, members)
-            if lesion.key not in self.counts and lesion.key not in new:
-                todo.setdefault(lesion.key, (lesion, members))
+            key = self.key(members)
+            if key not in self.counts and key not in new and key not in todo:
+                todo[key] = (coalition(self.players, members), members)
         if todo:
             new.update(self._together(list(todo.values())) if self.together is not None else self._one_by_one([les for les, _ in todo.values()]))
         if not new:
             return
-        db = RunDB(self.out)
-        try:
-            names = db.get_meta("shapley:chunks") or []
-            name = f"shapley:chunk:{len(names)}"
-            with db.transaction() as con:
-                db.set_meta(con, name, {key: v.tolist() for key, v in new.items()})
-                db.set_meta(con, "shapley:chunks", [*names, name])
-        finally:
-            db.close()
+        self._append_chunk("shapley:chunks", "shapley:chunk", new)
         self.counts.update(new)
 
     def _chains(self, orders: np.ndarray) -> dict[str, np.ndarray]:
@@ -397,24 +388,32 @@ class _Game:
 
     def stored_draws(self) -> dict[int, np.ndarray]:
         """The per-sample draws already in the run: draw index -> values (n, M)."""
+        return {int(g): values for g, values in self._chunks("shapley:draw-chunks").items()}
+
+    def store_draws(self, draws: dict[int, np.ndarray]) -> None:
+        """Commit per-sample draws (draw index -> values (n, M)) to the run as one chunk."""
+        self._append_chunk("shapley:draw-chunks", "shapley:draws", {str(g): v for g, v in draws.items()})
+
+    def _chunks(self, index: str) -> dict[str, np.ndarray]:
+        """Every entry of the chunks listed under the meta key ``index``: name -> array."""
         db = RunDB(self.out)
         try:
             found = {}
-            for name in db.get_meta("shapley:draw-chunks") or []:
-                found.update({int(g): np.asarray(v, dtype=np.float64) for g, v in db.get_meta(name).items()})
+            for name in db.get_meta(index) or []:
+                found.update({key: np.asarray(v, dtype=np.float64) for key, v in db.get_meta(name).items()})
             return found
         finally:
             db.close()
 
-    def store_draws(self, draws: dict[int, np.ndarray]) -> None:
-        """Commit per-sample draws (draw index -> values (n, M)) to the run as one chunk."""
+    def _append_chunk(self, index: str, prefix: str, entries: Mapping[str, np.ndarray]) -> None:
+        """Commit ``entries`` as the next chunk ``prefix:i`` of the list under the meta key ``index``, in one transaction."""
         db = RunDB(self.out)
         try:
-            names = db.get_meta("shapley:draw-chunks") or []
-            name = f"shapley:draws:{len(names)}"
+            names = db.get_meta(index) or []
+            name = f"{prefix}:{len(names)}"
             with db.transaction() as con:
-                db.set_meta(con, name, {str(g): v.tolist() for g, v in draws.items()})
-                db.set_meta(con, "shapley:draw-chunks", [*names, name])
+                db.set_meta(con, name, {key: v.tolist() for key, v in entries.items()})
+                db.set_meta(con, index, [*names, name])
         finally:
             db.close()
 

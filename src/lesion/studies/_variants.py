@@ -22,6 +22,7 @@ from torch import nn
 
 from lesion._errors import LesionError
 from lesion._lesion import Lesion
+from lesion._units import sequential_child
 from lesion.attributes import ClassMeanAccumulator
 from lesion.data import Dataset, Split
 from lesion.models import build_model, load_checkpoint
@@ -39,6 +40,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 #: Architectures of the variant studies: the 2020 CNN, and VGG-11 (``vgg11``/``vgg11_bn``, torchvision keys).
 ARCHITECTURES = ("cnn", "vgg")
 _WEIGHTED = (nn.Linear, nn.Conv2d)
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 def variant_model(architecture: str, variant: str, **kwargs: Any) -> tuple[str, dict[str, Any]]:
@@ -59,7 +61,6 @@ def variant_model(architecture: str, variant: str, **kwargs: Any) -> tuple[str, 
         return "meyes2020-cnn", {**kwargs, **VARIANTS[variant]}
     settings = VARIANTS[variant]
     return ("vgg11_bn" if settings.get("batch_norm") else "vgg11"), {**kwargs, "dropout": float(settings.get("dropout", 0.0))}
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 @dataclass(frozen=True)
@@ -117,16 +118,8 @@ def unit_points(model: nn.Module, layers: Sequence[str]) -> dict[str, tuple[str,
     """
     points = {}
     for layer in layers:
-        parent, _, child = layer.rpartition(".")
-        try:
-            container = model.get_submodule(parent)
-        except AttributeError:
-            raise LesionError(f"unknown layer {layer!r}: the network has no module {parent!r}") from None
-        if not isinstance(container, nn.Sequential):
-            raise LesionError(f"layer {layer!r}: expected a child of an nn.Sequential (the model or one inside it)")
+        container, parent, child = sequential_child(model, layer, "unit_points")
         names = [name for name, _ in container.named_children()]
-        if child not in names:
-            raise LesionError(f"unknown layer {layer!r}; the network has {[f'{parent}.{n}' if parent else n for n in names]}")
         after = names[names.index(child) + 1:]
         stop = next((i for i, n in enumerate(after) if isinstance(getattr(container, n), (*_WEIGHTED, nn.Flatten))), None)
         stop = len(after) if stop is None and parent else stop
